@@ -1,0 +1,201 @@
+"""Exact block-sparse attention with an online softmax and a hand-written backward pass.
+
+The shared engine of every exact efficient variant (`blockwise`, `local`, and the fixed sparse
+patterns): queries are cut into blocks of `block_q`, keys into blocks of `block_k`; a static
+table lists, for every query block, the key blocks it may see; an element-level `mask_fn` on
+positions (plus key_mask) masks inside each tile. Only listed tiles are ever computed, so time
+is O(#tiles · block_q · block_k) and memory O(N·D + block_q·block_k) in the forward *and* the
+backward pass (a custom VJP recomputes tiles from the saved log-sum-exp instead of storing them,
+as in FlashAttention-2). Tiles whose keys are all padding are skipped at run time.
+
+Layout inside: [B, H, nblocks, block, D]; tables are numpy, fixed at trace time.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_zoo.attention import masks
+
+F32 = jnp.float32
+BIG = 1 << 30  # an "unbounded" band limit (beyond any int32 position difference)
+
+
+def num_blocks(n: int, block: int) -> int:
+    return -(-n // block)
+
+
+def fit_block(block: int, n: int) -> int:
+    """The block size actually used: never (much) longer than the sequence itself."""
+    return max(1, min(block, -(-n // 8) * 8))
+
+
+def band_block_mask(nq, nk, bq, bk, dlo, dhi):
+    """bool [nq, nk]: does tile (i, j) hold any pair with dlo <= qpos - kpos <= dhi?"""
+    i = np.arange(nq)[:, None]
+    j = np.arange(nk)[None, :]
+    dmin = i * bq - (j * bk + bk - 1)
+    dmax = i * bq + bq - 1 - j * bk
+    return (dmax >= dlo) & (dmin <= dhi)
+
+
+def table_from_block_mask(block_mask):
+    """(table [nq, m] int32, counts [nq] int32): each row's listed key blocks, -1 padded."""
+    block_mask = np.asarray(block_mask, dtype=bool)
+    counts = block_mask.sum(axis=1).astype(np.int32)
+    m = max(int(counts.max(initial=0)), 1)
+    table = np.full((block_mask.shape[0], m), -1, dtype=np.int32)
+    for i, row in enumerate(block_mask):
+        idx = np.nonzero(row)[0]
+        table[i, : len(idx)] = idx
+    return table, counts
+
+
+def band_mask_fn(dlo, dhi):
+    """Element mask for dlo <= qpos - kpos <= dhi (None when the band is unbounded)."""
+    if dlo <= -BIG and dhi >= BIG:
+        return None
+
+    def fn(qpos, kpos):
+        d = qpos - kpos
+        if dlo <= -BIG:
+            return d <= dhi
+        if dhi >= BIG:
+            return d >= dlo
+        return (d >= dlo) & (d <= dhi)
+
+    return fn
+
+
+def attention(q, k, v, key_mask, *, block_mask_fn: Callable, mask_fn: Callable | None,
+              block_q: int, block_k: int, scale: float | None = None):
+    """Exact softmax attention over the tiles that `block_mask_fn(nq, nk, bq, bk)` allows.
+
+    q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv], key_mask [B, S] bool or None.
+    mask_fn(qpos [bq, 1], kpos [1, bk]) -> bool, applied inside tiles (None: all visible).
+    """
+    B, L, H, D = q.shape
+    S = k.shape[1]
+    bq, bk = fit_block(block_q, L), fit_block(block_k, S)
+    nq, nk = num_blocks(L, bq), num_blocks(S, bk)
+    table, counts = table_from_block_mask(block_mask_fn(nq, nk, bq, bk))
+    kmask = masks.key_mask_or_ones(key_mask, B, S)
+    kmask, _ = masks.pad_to_multiple(kmask, bk, axis=1)  # padded keys are masked (False)
+
+    def blocks(x, b, n):  # [B, N, H, D] -> [B, H, n, b, D]
+        x, _ = masks.pad_to_multiple(x, b, axis=1)
+        return x.reshape(B, n, b, H, x.shape[-1]).transpose(0, 3, 1, 2, 4)
+
+    scale = D ** -0.5 if scale is None else scale
+    kernel = _kernel(table, counts, nk=nk, bq=bq, bk=bk, mask_fn=mask_fn, scale=float(scale))
+    out = kernel(blocks(q, bq, nq), blocks(k, bk, nk), blocks(v, bk, nk), kmask.reshape(B, nk, bk))
+    out = out.transpose(0, 2, 3, 1, 4).reshape(B, nq * bq, H, v.shape[-1])
+    return out[:, :L].astype(q.dtype)
+
+
+def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
+    """The custom-VJP kernel on blocked [B, H, n, block, D] arrays for one static table."""
+    nq = table.shape[0]
+    # Transposed table for the backward pass: for every key block, the query blocks that see it.
+    tmask = np.zeros((nq, nk), dtype=bool)
+    for i in range(nq):
+        tmask[i, table[i, : counts[i]]] = True
+    ttable, tcounts = table_from_block_mask(tmask.T)
+
+    def tile(qi, kj, kmask_j, i, j):
+        """fp32 logits [B, H, bq, bk] and visibility for tile (i, j)."""
+        s = jnp.einsum("bhqd,bhkd->bhqk", qi, kj, preferred_element_type=F32) * scale
+        vis = kmask_j[:, None, None, :]
+        if mask_fn is not None:
+            qpos = i * bq + jnp.arange(bq)[:, None]
+            kpos = j * bk + jnp.arange(bk)[None, :]
+            vis = vis & mask_fn(qpos, kpos)
+        return s, vis
+
+    def forward(q, k, v, kmask):
+        tab, cnt = jnp.asarray(table), jnp.asarray(counts)
+        B, H, _, _, Dv = v.shape
+
+        def q_block(i):
+            qi = q[:, :, i]
+
+            def step(t, carry):
+                j = tab[i, t]
+
+                def compute(carry):
+                    m, l, acc = carry
+                    s, vis = tile(qi, k[:, :, j], kmask[:, j], i, j)
+                    m_new = jnp.maximum(m, jnp.max(jnp.where(vis, s, -jnp.inf), axis=-1))
+                    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+                    p = jnp.where(vis, jnp.exp(s - m_safe[..., None]), 0.0)
+                    alpha = jnp.exp(m - m_safe)
+                    l = alpha * l + jnp.sum(p, axis=-1)
+                    pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), v[:, :, j],
+                                    preferred_element_type=F32)
+                    return m_new, l, alpha[..., None] * acc + pv
+
+                return jax.lax.cond(jnp.any(kmask[:, j]), compute, lambda c: c, carry)
+
+            init = (jnp.full((B, H, bq), -jnp.inf, F32), jnp.zeros((B, H, bq), F32),
+                    jnp.zeros((B, H, bq, Dv), F32))
+            m, l, acc = jax.lax.fori_loop(0, cnt[i], step, init)
+            out = acc / jnp.where(l > 0, l, 1.0)[..., None]
+            lse = jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), 0.0)
+            return out.astype(v.dtype), lse
+
+        out, lse = jax.lax.map(q_block, jnp.arange(nq))  # [nq, B, H, bq, ...]
+        return out.transpose(1, 2, 0, 3, 4), lse.transpose(1, 2, 0, 3)
+
+    def backward(q, k, v, kmask, out, lse, dout):
+        ttab, tcnt = jnp.asarray(ttable), jnp.asarray(tcounts)
+        delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1)  # [B, H, nq, bq]
+
+        def k_block(dq, j):
+            kj, vj = k[:, :, j], v[:, :, j]
+
+            def step(t, carry):
+                i = ttab[j, t]
+
+                def compute(carry):
+                    dq, dk, dv = carry
+                    qi, doi = q[:, :, i], dout[:, :, i]
+                    s, vis = tile(qi, kj, kmask[:, j], i, j)
+                    p = jnp.where(vis, jnp.exp(s - lse[:, :, i][..., None]), 0.0)
+                    dv = dv + jnp.einsum("bhqk,bhqd->bhkd", p.astype(doi.dtype), doi,
+                                         preferred_element_type=F32)
+                    dp = jnp.einsum("bhqd,bhkd->bhqk", doi, vj, preferred_element_type=F32)
+                    ds = (p * (dp - delta[:, :, i][..., None]) * scale).astype(q.dtype)
+                    dk = dk + jnp.einsum("bhqk,bhqd->bhkd", ds, qi, preferred_element_type=F32)
+                    dqi = jnp.einsum("bhqk,bhkd->bhqd", ds, kj, preferred_element_type=F32)
+                    dq = dq.at[:, :, i].add(dqi)
+                    return dq, dk, dv
+
+                return jax.lax.cond(jnp.any(kmask[:, j]), compute, lambda c: c, carry)
+
+            zeros_k = jnp.zeros(kj.shape, F32)
+            zeros_v = jnp.zeros(vj.shape, F32)
+            dq, dk, dv = jax.lax.fori_loop(0, tcnt[j], step, (dq, zeros_k, zeros_v))
+            return dq, (dk, dv)
+
+        dq, (dk, dv) = jax.lax.scan(k_block, jnp.zeros(q.shape, F32), jnp.arange(nk))
+        dk, dv = dk.transpose(1, 2, 0, 3, 4), dv.transpose(1, 2, 0, 3, 4)
+        return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+    @jax.custom_vjp
+    def kernel(q, k, v, kmask):
+        return forward(q, k, v, kmask)[0]
+
+    def kernel_fwd(q, k, v, kmask):
+        out, lse = forward(q, k, v, kmask)
+        return out, (q, k, v, kmask, out, lse)
+
+    def kernel_bwd(res, dout):
+        q, k, v, kmask, out, lse = res
+        dq, dk, dv = backward(q, k, v, kmask, out, lse, dout)
+        return dq, dk, dv, None
+
+    kernel.defvjp(kernel_fwd, kernel_bwd)
+    return kernel

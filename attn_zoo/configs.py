@@ -1,0 +1,106 @@
+"""Load `path.py:arg` config files and apply `--config.a.b=value` overrides (big_vision style).
+
+    config = configs.load("configs/listops.py:local,smoke", ["--config.model.num_layers=1"])
+
+The file's `get_config(arg)` returns a ConfigDict; overrides are parsed by the type of the field
+they replace and the result is locked, so a mistyped name fails with the list of valid fields.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+
+import ml_collections
+
+PREFIX = "--config."
+
+
+def load(spec: str, overrides=()) -> ml_collections.ConfigDict:
+    """`path.py[:arg]` -> locked ConfigDict with `overrides` (argv-style strings) applied."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path} (expected path/to/file.py[:arg])")
+    module_spec = importlib.util.spec_from_file_location(f"attn_zoo_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def apply_overrides(config, overrides) -> None:
+    """Apply `--config.a.b=v` / `--config.a.b v` strings in order; raise on anything else."""
+    items, args = [], list(overrides)
+    while args:
+        a = args.pop(0)
+        if not a.startswith(PREFIX):
+            raise ValueError(f"unrecognized argument {a!r}; overrides look like --config.train.num_steps=100")
+        name, eq, value = a[len(PREFIX):].partition("=")
+        if not eq:
+            if not args:
+                raise ValueError(f"override {a} has no value")
+            value = args.pop(0)
+        items.append((name, value))
+    for name, value in items:
+        set_field(config, name, value)
+
+
+def set_field(config, dotted: str, text: str) -> None:
+    """Set `config.<dotted>` from text, parsed by the existing field's type."""
+    if dotted == "attention.name":
+        raise ValueError("the attention variant comes from the config argument, not an override: "
+                         "use --config path.py:<variant>[,presets]")
+    *parents, leaf = dotted.split(".")
+    node, seen = config, "config"
+    for part in parents:
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise KeyError(f"unknown config section '{seen}.{part}'; {seen} has: {_fields(node)}")
+        node, seen = node[part], f"{seen}.{part}"
+    if leaf not in node:
+        raise KeyError(f"unknown config field '{seen}.{leaf}'; {seen} has: {_fields(node)}")
+    old = node[leaf]
+    if isinstance(old, ml_collections.ConfigDict):
+        raise ValueError(f"'{seen}.{leaf}' is a section; override one of its fields: {_fields(old)}")
+    node[leaf] = parse_value(text, old, f"{seen}.{leaf}")
+
+
+def parse_value(text: str, old, name: str = "value"):
+    """Text -> a value of old's type (bool, int, float, str, tuple/list; None: a Python literal)."""
+    try:
+        if isinstance(old, bool):
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if isinstance(old, int):
+            return int(text)
+        if isinstance(old, float):
+            return float(text)
+        if isinstance(old, str):
+            return text
+        if isinstance(old, (tuple, list)):
+            return type(old)(_literal_sequence(text))
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    except ValueError:
+        raise ValueError(f"cannot parse {text!r} for {name} (a {type(old).__name__}, "
+                         f"currently {old!r})") from None
+
+
+def _literal_sequence(text):
+    """'(1, 2)', "['local', {'name': 'dense'}]", 'local,dense' or '' -> a sequence."""
+    if not text.strip():
+        return ()
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return tuple(t.strip() for t in text.split(","))
+    return value if isinstance(value, (tuple, list)) else (value,)
+
+
+def _fields(node) -> str:
+    return ", ".join(sorted(node.keys()))

@@ -1,0 +1,273 @@
+"""The mask contract as executable checks, run on every registered variant by tests/.
+
+Each `check_*` takes a spec and one option set, raises AssertionError on a violation, and returns
+nothing. They are library functions so that a researcher can run them on a new variant directly
+(`conformance.run_all(spec)`), and so that a test can show a planted bug is caught.
+
+Shapes are small (B=2, L=S=21, H=2, D=8): 21 is a multiple of no block size the tests use, so
+internal padding is always exercised.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_zoo.attention import dense
+from attn_zoo.attention.registry import AttentionSpec
+
+B, L, H, D = 2, 21, 2, 8
+ATOL = 1e-5  # fp32 agreement with dense, outputs and gradients (DESIGN: never loosened)
+
+
+@dataclasses.dataclass
+class Inputs:
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    key_mask: jax.Array
+    ct: jax.Array  # a random cotangent for gradient checks
+
+
+def make_inputs(seed=0, length=L, dtype=jnp.float32, pad_fraction=0.3) -> Inputs:
+    r = np.random.RandomState(seed)
+    q, k, v, ct = (jnp.asarray(r.randn(B, length, H, D), dtype) for _ in range(4))
+    mask = r.rand(B, length) >= pad_fraction
+    mask[:, 0] = True  # every row keeps a real key, so "no visible key" is tested on purpose only
+    return Inputs(q, k, v, jnp.asarray(mask), ct)
+
+
+RNG = jax.random.PRNGKey(2)
+
+
+def _params(spec, x: Inputs, options):
+    return spec.init(jax.random.PRNGKey(1), x.q, x.k, x.v, **options)
+
+
+def _fn(spec, options, causal, key_mask=True):
+    """A jitted (params, q, k, v, key_mask) -> out for one configuration."""
+    def f(params, q, k, v, km):
+        return spec.apply(params, q, k, v, key_mask=km if key_mask else None, causal=causal,
+                          rng=RNG, **options)
+    return jax.jit(f)
+
+
+def _grads(f, params, x: Inputs, key_mask, ct=None):
+    ct = x.ct if ct is None else ct
+    loss = lambda q, k, v: jnp.sum(f(params, q, k, v, key_mask).astype(jnp.float32) * ct)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x.q, x.k, x.v)
+
+
+def _causal_modes(spec):
+    return (False, True) if spec.supports_causal else (False,)
+
+
+def _close(a, b, what, atol=ATOL):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    err = float(np.max(np.abs(a - b))) if a.size else 0.0
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
+    assert err <= atol, f"{what}: max abs difference {err:.3g} > {atol:g}"
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+def check_shapes(spec: AttentionSpec, options: Mapping[str, Any]):
+    """1. Shapes and dtype; jit == eager; the same inputs and rng give the same output."""
+    x = make_inputs()
+    params = _params(spec, x, options)
+    for causal in _causal_modes(spec):
+        for dv in (D, D + 3):  # Dv may differ from D
+            v = jnp.concatenate([x.v, x.v[..., : dv - D]], axis=-1)
+            eager = spec.apply(params, x.q, x.k, v, key_mask=x.key_mask, causal=causal, rng=RNG,
+                               **options)
+            assert eager.shape == (B, L, H, dv), f"output shape {eager.shape} != {(B, L, H, dv)}"
+            assert eager.dtype == x.q.dtype, f"output dtype {eager.dtype} != {x.q.dtype}"
+            jitted = _fn(spec, options, causal)(params, x.q, x.k, v, x.key_mask)
+            _close(jitted, eager, f"jit vs eager (causal={causal})")
+            again = _fn(spec, options, causal)(params, x.q, x.k, v, x.key_mask)
+            _close(again, jitted, f"same inputs and rng, different output (causal={causal})", 0.0)
+
+
+def check_vmap(spec: AttentionSpec, options: Mapping[str, Any]):
+    """1. vmap over a stack of batches equals a Python loop over them."""
+    xs = [make_inputs(seed) for seed in (3, 4)]
+    params = _params(spec, xs[0], options)
+    for causal in _causal_modes(spec):
+        f = _fn(spec, options, causal)
+        stack = lambda name: jnp.stack([getattr(x, name) for x in xs])
+        batched = jax.jit(jax.vmap(f, in_axes=(None, 0, 0, 0, 0)))(
+            params, stack("q"), stack("k"), stack("v"), stack("key_mask"))
+        for n, x in enumerate(xs):
+            _close(batched[n], f(params, x.q, x.k, x.v, x.key_mask), f"vmap vs loop (causal={causal})")
+
+
+def check_key_mask(spec: AttentionSpec, options: Mapping[str, Any]):
+    """2. Changing k or v at masked positions changes no output and gets zero gradient."""
+    x = make_inputs()
+    params = _params(spec, x, options)
+    pad = ~x.key_mask[:, :, None, None]
+    r = np.random.RandomState(7)
+    noise = lambda: jnp.asarray(10 * r.randn(*x.k.shape), x.k.dtype)
+    k2, v2 = jnp.where(pad, noise(), x.k), jnp.where(pad, noise(), x.v)
+    for causal in _causal_modes(spec):
+        f = _fn(spec, options, causal)
+        _close(f(params, x.q, k2, v2, x.key_mask), f(params, x.q, x.k, x.v, x.key_mask),
+               f"output changed when masked keys/values changed (causal={causal})")
+        _, dk, dv = _grads(f, params, x, x.key_mask)
+        _close(jnp.where(pad, dk, 0), 0 * dk, f"nonzero gradient at masked keys (causal={causal})")
+        _close(jnp.where(pad, dv, 0), 0 * dv, f"nonzero gradient at masked values (causal={causal})")
+
+
+def check_causal(spec: AttentionSpec, options: Mapping[str, Any]):
+    """3. Under causal, changing q, k or v at positions > i changes no output at i."""
+    if not spec.supports_causal:
+        with _raises(ValueError):
+            x = make_inputs()
+            spec.apply(_params(spec, x, options), x.q, x.k, x.v, causal=True, rng=RNG, **options)
+        return
+    x = make_inputs()
+    params = _params(spec, x, options)
+    f = _fn(spec, options, True)
+    base = f(params, x.q, x.k, x.v, x.key_mask)
+    r = np.random.RandomState(8)
+    for t in (0, L // 2, L - 2):
+        future = (jnp.arange(L) > t)[None, :, None, None]
+        pert = [jnp.where(future, a + jnp.asarray(5 * r.randn(*a.shape), a.dtype), a)
+                for a in (x.q, x.k, x.v)]
+        out = f(params, *pert, x.key_mask)
+        _close(out[:, : t + 1], base[:, : t + 1], f"causal leak: output at <= {t} changed")
+        ct = jnp.where((jnp.arange(L) <= t)[None, :, None, None], x.ct, 0)
+        for g, name in zip(_grads(f, params, x, x.key_mask, ct), "qkv"):
+            _close(jnp.where(future, g, 0), 0 * g, f"causal leak: d out[<= {t}] / d {name}[> {t}] != 0")
+
+
+def check_empty_rows(spec: AttentionSpec, options: Mapping[str, Any]):
+    """4. A query with no visible key is finite (zeros for exact variants); nothing is NaN."""
+    x = make_inputs()
+    km = x.key_mask.at[1].set(False)  # batch row 1 has no real key at all
+    params = _params(spec, x, options)
+    for causal in _causal_modes(spec):
+        if causal:
+            km = km.at[0, :3].set(False)  # queries 0..2 of row 0 see nothing under causal
+        f = _fn(spec, options, causal)
+        out = np.asarray(f(params, x.q, x.k, x.v, km))
+        assert np.all(np.isfinite(out)), f"non-finite output with empty rows (causal={causal})"
+        grads = _grads(f, params, x, km)
+        assert all(np.all(np.isfinite(np.asarray(g))) for g in grads), "non-finite gradient"
+        if spec.exact:
+            _close(out[1], 0 * out[1], "exact variant: a query with no visible key must output 0")
+            if causal:
+                _close(out[0, :3], 0 * out[0, :3], "exact causal: empty prefix must output 0")
+
+
+def check_bf16(spec: AttentionSpec, options: Mapping[str, Any]):
+    """5. bf16 inputs give bf16, finite outputs and finite gradients."""
+    x = make_inputs(dtype=jnp.bfloat16)
+    params = _params(spec, x, options)
+    for causal in _causal_modes(spec):
+        f = _fn(spec, options, causal)
+        out = f(params, x.q, x.k, x.v, x.key_mask)
+        assert out.dtype == jnp.bfloat16, f"bf16 in, {out.dtype} out"
+        assert np.all(np.isfinite(np.asarray(out, np.float32))), "non-finite bf16 output"
+        for g in _grads(f, params, x, x.key_mask):
+            assert np.all(np.isfinite(np.asarray(g, np.float32))), "non-finite bf16 gradient"
+
+
+def check_matches_dense(spec: AttentionSpec, options: Mapping[str, Any]):
+    """6. Exact variants equal dense restricted to pattern(...), outputs and gradients (fp32)."""
+    for length in (16, L):  # a multiple of the test block sizes, and not
+        x = make_inputs(seed=5, length=length)
+        params = _params(spec, x, options)
+        for causal in _causal_modes(spec):
+            pattern = spec.pattern(length, length, causal=causal, rng=RNG, **options)
+            assert pattern is not None, "an exact variant must have a pattern"
+            f = _fn(spec, options, causal)
+            ref = jax.jit(lambda p, q, k, v, km: dense.attention(
+                {}, q, k, v, key_mask=km, causal=causal, pattern=pattern))
+            what = f"vs dense on pattern (L={length}, causal={causal})"
+            _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what)
+            for g, gr, n in zip(_grads(f, params, x, x.key_mask), _grads(ref, params, x, x.key_mask), "qkv"):
+                _close(g, gr, f"d{n} {what}")
+
+
+def check_exact_limit(spec: AttentionSpec, options: Mapping[str, Any]):
+    """7. An approximate variant equals dense in its documented exact limit."""
+    del options  # the limit fixes its own options
+    x = make_inputs(seed=6)
+    limit = dict(spec.exact_limit(L, L))
+    atol = limit.pop("_atol", ATOL)
+    params = _params(spec, x, limit)
+    for causal in _causal_modes(spec):
+        f = _fn(spec, limit, causal)
+        ref = jax.jit(lambda p, q, k, v, km: dense.attention({}, q, k, v, key_mask=km, causal=causal))
+        what = f"exact limit {limit} vs dense (causal={causal})"
+        _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what, atol)
+
+
+def check_bad_input(spec: AttentionSpec, options: Mapping[str, Any]):
+    """Bad calls fail with a clear error: shapes, key_mask shape, causal with L != S, options."""
+    x = make_inputs()
+    params = _params(spec, x, options)
+    apply = lambda *a, **kw: spec.apply(params, *a, rng=RNG, **{**options, **kw})
+    with _raises(ValueError, "shapes do not agree"):
+        apply(x.q, x.k[:, :, :1], x.v)
+    with _raises(ValueError, "key_mask must be"):
+        apply(x.q, x.k, x.v, key_mask=x.key_mask[:, :-1])
+    with _raises(TypeError, "has no option"):
+        apply(x.q, x.k, x.v, no_such_option=1)
+    if spec.supports_causal:
+        with _raises(ValueError, "needs L == S"):
+            apply(x.q[:, :-1], x.k, x.v, causal=True)
+
+
+class _raises:
+    def __init__(self, exc, match=""):
+        self.exc, self.match = exc, match
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, value, tb):
+        assert typ is not None, f"expected {self.exc.__name__}, nothing was raised"
+        if not issubclass(typ, self.exc) or self.match not in str(value):
+            return False
+        return True
+
+
+CHECKS: dict[str, Callable[[AttentionSpec, Mapping[str, Any]], None]] = {
+    "shapes": check_shapes, "vmap": check_vmap, "key_mask": check_key_mask,
+    "causal": check_causal, "empty_rows": check_empty_rows, "bf16": check_bf16,
+    "matches_dense": check_matches_dense, "exact_limit": check_exact_limit,
+    "bad_input": check_bad_input,
+}
+
+
+def applicable(spec: AttentionSpec) -> list[str]:
+    """The checks that apply to a spec (dense is the reference itself: tested on formulas)."""
+    out = ["shapes", "vmap", "key_mask", "causal", "empty_rows", "bf16", "bad_input"]
+    if spec.exact and spec.name != "dense":
+        out.append("matches_dense")
+    if not spec.exact and spec.exact_limit is not None:
+        out.append("exact_limit")
+    return out
+
+
+def cases(specs) -> list[tuple[str, int, str]]:
+    """(variant name, option-set index, check name) for every applicable check."""
+    out = []
+    for spec in specs:
+        for i in range(len(spec.test_options)):
+            for check in applicable(spec):
+                if check in ("exact_limit", "bad_input") and i > 0:
+                    continue  # independent of the option set
+                out.append((spec.name, i, check))
+    return out
+
+
+def run_all(spec: AttentionSpec) -> None:
+    """Run every applicable check on every test option set of `spec`."""
+    for name, i, check in cases([spec]):
+        CHECKS[check](spec, spec.test_options[i])

@@ -1,0 +1,155 @@
+"""ListOps (Nangia & Bowman 2018, as generated for LRA): nested MIN/MAX/MED/SM over digits.
+
+Generator: the LRA algorithm with a seeded numpy RNG (deterministic). Reader: `basic_{split}.tsv`
+files with header `Source\\tTarget`, written by `generate` or taken from LRA's `listops-1000/`.
+Tokens are the whitespace-separated Source items with `(` and `)` removed; ids come from the fixed
+sorted VOCAB below (never from a set, so ids are the same in every process).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from attn_zoo.data.dataset import Split, Task
+
+OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
+END = "]"
+PAD = "<pad>"
+# Fixed, sorted token list (id = index); pad first. test_listops checks it is sorted and complete.
+VOCAB = (PAD, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "[MAX", "[MED", "[MIN", "[SM", "]")
+TOKEN_ID = {t: i for i, t in enumerate(VOCAB)}
+NUM_CLASSES = 10
+SPLITS = ("train", "val", "test")
+OPERATOR_PROB = 0.25
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _tree(rng, depth, max_depth, max_args, budget):
+    """(tree, length): a digit, or (((op, a1), a2), ..., END) nested pairs as LRA builds them.
+
+    Length counts the operator and its closing bracket as 2 plus the children; a digit as 1.
+    `budget` ([tokens left]) aborts a tree as soon as it reaches max_length: such a tree would be
+    rejected anyway, so the accepted samples keep the algorithm's distribution, only faster.
+    """
+    budget[0] -= 1
+    if depth < max_depth and rng.random() < OPERATOR_PROB:
+        budget[0] -= 1
+        children = []
+        for _ in range(int(rng.integers(2, max_args + 1))):
+            if budget[0] <= 0:
+                raise _TooLong
+            children.append(_tree(rng, depth + 1, max_depth, max_args, budget))
+        t = OPERATORS[int(rng.integers(len(OPERATORS)))]
+        for child, _ in children:
+            t = (t, child)
+        return (t, END), 2 + sum(n for _, n in children)
+    return int(rng.integers(10)), 1
+
+
+def to_string(t) -> str:
+    if isinstance(t, tuple):
+        return "( " + " ".join(to_string(x) for x in t) + " )"
+    return str(t)
+
+
+def evaluate(source: str) -> int:
+    """Value of a Source string (parentheses ignored): the ListOps label."""
+    stack: list[list] = []
+    value = None
+    for tok in tokenize(source):
+        if tok in OPERATORS:
+            stack.append([tok])
+        elif tok == END:
+            op, *args = stack.pop()
+            value = _apply(op, args)
+            if stack:
+                stack[-1].append(value)
+        else:
+            value = int(tok)
+            if stack:
+                stack[-1].append(value)
+    if stack or value is None:
+        raise ValueError(f"unbalanced ListOps expression: {source!r}")
+    return value
+
+
+def _apply(op, args):
+    if op == "[MIN":
+        return min(args)
+    if op == "[MAX":
+        return max(args)
+    if op == "[MED":
+        return int(np.median(args))
+    return sum(args) % 10  # [SM
+
+
+def tokenize(source: str) -> list[str]:
+    return source.replace("(", " ").replace(")", " ").split()
+
+
+def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, max_args, seed):
+    """Write basic_{train,val,test}.tsv: unique expressions with min_length < length < max_length."""
+    rng = np.random.default_rng(seed)
+    total, seen, rows = train + val + test, set(), []
+    while len(rows) < total:
+        try:
+            t, length = _tree(rng, 1, max_depth, max_args, [max_length])
+        except _TooLong:
+            continue
+        if not min_length < length < max_length:
+            continue
+        source = to_string(t)
+        if source not in seen:
+            seen.add(source)
+            rows.append((source, evaluate(source)))
+    os.makedirs(out_dir, exist_ok=True)
+    bounds = {"train": (0, train), "val": (train, train + val), "test": (train + val, total)}
+    for split, (lo, hi) in bounds.items():
+        with open(os.path.join(out_dir, f"basic_{split}.tsv"), "w", encoding="utf-8") as f:
+            f.write("Source\tTarget\n")
+            f.writelines(f"{s}\t{y}\n" for s, y in rows[lo:hi])
+    return {split: hi - lo for split, (lo, hi) in bounds.items()}
+
+
+def read_tsv(path, max_length) -> Split:
+    """Encode one TSV: inputs [N, max_length] int32 (pad 0), explicit mask, labels [N]."""
+    inputs, lengths, labels = [], [], []
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n")
+        if header.split("\t") != ["Source", "Target"]:
+            raise ValueError(f"{path}:1: expected header 'Source<TAB>Target', got {header!r}")
+        for lineno, line in enumerate(f, start=2):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 2 or not fields[1].strip().isdigit() or int(fields[1]) >= NUM_CLASSES:
+                raise ValueError(f"{path}:{lineno}: expected 'Source<TAB>Target' with Target in "
+                                 f"0..{NUM_CLASSES - 1}, got {line.rstrip()[:80]!r}")
+            unknown = [t for t in tokenize(fields[0]) if t not in TOKEN_ID]
+            if unknown or not tokenize(fields[0]):
+                raise ValueError(f"{path}:{lineno}: unknown or missing ListOps tokens {unknown[:5]}")
+            ids = [TOKEN_ID[t] for t in tokenize(fields[0])][:max_length]  # LRA truncates too
+            inputs.append(ids + [0] * (max_length - len(ids)))
+            lengths.append(len(ids))
+            labels.append(int(fields[1]))
+    inputs = np.asarray(inputs, np.int32).reshape(-1, max_length)
+    mask = np.arange(max_length)[None, :] < np.asarray(lengths, np.int32)[:, None]
+    return Split(inputs=inputs, mask=mask, labels=np.asarray(labels, np.int32))
+
+
+def load(data_config) -> Task:
+    """The three splits from data_config.dir (generated there first when data_config.generate)."""
+    d = data_config.dir
+    paths = {s: os.path.join(d, f"basic_{s}.tsv") for s in SPLITS}
+    if data_config.get("generate", False) and not all(map(os.path.exists, paths.values())):
+        generate(d, max_length=data_config.max_length, **data_config.generator)
+    missing = [p for p in paths.values() if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"ListOps data not found: missing {', '.join(missing)}. config.data.dir must hold "
+            f"basic_train.tsv, basic_val.tsv, basic_test.tsv (LRA's listops-1000/ works). Generate "
+            f"them with: attn-zoo data listops --out {d}")
+    splits = {s: read_tsv(p, data_config.max_length) for s, p in paths.items()}
+    return Task(name="listops", splits=splits, vocab_size=len(VOCAB), num_classes=NUM_CLASSES)

@@ -1,0 +1,189 @@
+"""One Transformer encoder (Flax NNX) whose attention is any registered variant, by name.
+
+Letters: B batch, N input tokens, L = N + extra (CLS, global) tokens, H heads, D head dim, E emb dim.
+Blocks are pre-LayerNorm: x + Drop(Attn(LN(x))), x + Drop(MLP(LN(x))), MLP = Dense→GELU→Dense.
+Heads: 'classifier' (CLS or mean pooling, Dense(mlp)→ReLU→Dense(classes)) or 'lm' (causal
+attention, per-token logits). Dropout keys come in as an argument (`rng`), so a jitted step is a
+pure function of its inputs; the model holds no RNG state.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attn_zoo import attention
+
+
+class AttentionState(nnx.Variable):
+    """Non-gradient attention state (e.g. k-means centroids), changed only by `spec.update`."""
+
+
+def dropout(x, rate, rng):
+    """Inverted dropout; identity when rng is None (eval) or rate is 0."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def sinusoidal(length, dim):
+    """[length, dim] fixed sin/cos positions (Vaswani 2017)."""
+    pos = np.arange(length)[:, None]
+    freq = np.exp(-np.log(10_000.0) * np.arange(0, dim, 2) / dim)
+    table = np.zeros((length, dim), np.float32)
+    table[:, 0::2] = np.sin(pos * freq)
+    table[:, 1::2] = np.cos(pos * freq)[:, : dim // 2]
+    return jnp.asarray(table)
+
+
+def _state_mask(spec, params, q, k, v, options):
+    """Per leaf of params: True if spec.update changes it (state), False if passed through."""
+    leaves, treedef = jax.tree.flatten(params)
+    if spec.update is None or not leaves:
+        return (False,) * len(leaves)
+
+    def update(*ls):
+        new = spec.update(jax.tree.unflatten(treedef, ls), q, k, v, key_mask=None, **options)
+        if jax.tree.structure(new) != treedef:
+            raise ValueError(f"attention '{spec.name}': update must return params of the same structure")
+        return jax.tree.leaves(new)
+
+    jaxpr = jax.make_jaxpr(update)(*leaves).jaxpr
+    return tuple(out is not inp for out, inp in zip(jaxpr.outvars, jaxpr.invars))
+
+
+class SelfAttention(nnx.Module):
+    """Q/K/V/out projections around `attention.get(name).apply`; the variant's params are Params."""
+
+    def __init__(self, attn_config: dict, *, emb_dim, qkv_dim, num_heads, length, dropout_rate,
+                 dtype, rngs: nnx.Rngs):
+        if qkv_dim % num_heads:
+            raise ValueError(f"qkv_dim {qkv_dim} must be divisible by num_heads {num_heads}")
+        opts = dict(attn_config)
+        self.name = opts.pop("name")
+        spec = attention.get(self.name)
+        self.options = tuple(sorted(spec.options(**opts).items()))
+        self.num_heads, self.dropout_rate = num_heads, dropout_rate
+        dense = lambda i, o: nnx.Linear(i, o, dtype=dtype, rngs=rngs)  # noqa: E731
+        self.query, self.key, self.value = (dense(emb_dim, qkv_dim) for _ in range(3))
+        self.out = dense(qkv_dim, emb_dim)
+        dummy = jnp.zeros((1, length, num_heads, qkv_dim // num_heads), jnp.float32)
+        params = spec.init(rngs.params(), dummy, dummy, dummy, **dict(self.options))
+        leaves, self.treedef = jax.tree.flatten(params)
+        self.is_state = _state_mask(spec, params, dummy, dummy, dummy, dict(self.options))
+        self.attn_params = nnx.Param([x for x, s in zip(leaves, self.is_state) if not s])
+        self.attn_state = AttentionState([x for x, s in zip(leaves, self.is_state) if s])
+
+    def _params(self):
+        p, s = iter(self.attn_params.get_value()), iter(self.attn_state.get_value())
+        return jax.tree.unflatten(self.treedef, [next(s) if st else next(p) for st in self.is_state])
+
+    def __call__(self, x, key_mask, *, causal, rng, train):
+        """x [B, L, E], key_mask [B, L] -> [B, L, E]; in training also applies spec.update."""
+        B, L, _ = x.shape
+        spec, opts = attention.get(self.name), dict(self.options)
+        heads = lambda t: t.reshape(B, L, self.num_heads, -1)  # noqa: E731
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        r_attn, r_drop = jax.random.split(rng) if rng is not None else (None, None)
+        if not train and spec.needs_rng:
+            r_attn = jax.random.key(0)  # fixed at eval: deterministic, but the variant still runs
+        params = self._params()
+        out = spec.apply(params, q, k, v, key_mask=key_mask, causal=causal, rng=r_attn, **opts)
+        if train and spec.update is not None:
+            sg = jax.lax.stop_gradient
+            new = spec.update(params, sg(q), sg(k), sg(v), key_mask=key_mask, **opts)
+            self.attn_state.set_value(
+                [sg(x) for x, st in zip(jax.tree.leaves(new), self.is_state) if st])
+        out = dropout(out, self.dropout_rate, r_drop)
+        return self.out(out.reshape(B, L, -1))
+
+
+class Block(nnx.Module):
+    def __init__(self, attn_config, *, emb_dim, qkv_dim, mlp_dim, num_heads, length, dropout_rate,
+                 attention_dropout, dtype, rngs):
+        self.ln1 = nnx.LayerNorm(emb_dim, dtype=dtype, rngs=rngs)
+        self.attn = SelfAttention(attn_config, emb_dim=emb_dim, qkv_dim=qkv_dim, num_heads=num_heads,
+                                  length=length, dropout_rate=attention_dropout, dtype=dtype, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(emb_dim, dtype=dtype, rngs=rngs)
+        self.mlp_in = nnx.Linear(emb_dim, mlp_dim, dtype=dtype, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, x, key_mask, *, causal, rng, train):
+        r = jax.random.split(rng, 4) if rng is not None else [None] * 4
+        h = self.attn(self.ln1(x), key_mask, causal=causal, rng=r[0], train=train)
+        x = x + dropout(h, self.dropout_rate, r[1])
+        h = dropout(nnx.gelu(self.mlp_in(self.ln2(x))), self.dropout_rate, r[2])
+        return x + dropout(self.mlp_out(h), self.dropout_rate, r[3])
+
+
+class Transformer(nnx.Module):
+    """inputs [B, N] int32 + mask [B, N] bool -> logits [B, classes] ('classifier') or [B, N, vocab] ('lm').
+
+    `model_config` fields: num_layers, emb_dim, qkv_dim, mlp_dim, num_heads, dropout,
+    attention_dropout, positions ('sinusoidal'|'learned'), pooling ('cls'|'mean'),
+    num_global_tokens, head ('classifier'|'lm'), layer_attention (per-layer attention configs;
+    empty = every layer uses `attn_config`), dtype ('float32'|'bfloat16', compute dtype).
+    """
+
+    def __init__(self, model_config, attn_config: dict, *, vocab_size, num_classes, max_length, rngs):
+        c = model_config
+        if c.head not in ("classifier", "lm"):
+            raise ValueError(f"model.head must be 'classifier' or 'lm', got {c.head!r}")
+        if c.pooling not in ("cls", "mean"):
+            raise ValueError(f"model.pooling must be 'cls' or 'mean', got {c.pooling!r}")
+        if c.positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"model.positions must be 'sinusoidal' or 'learned', got {c.positions!r}")
+        layer_configs = [_attn_dict(a) for a in c.layer_attention] or [dict(attn_config)] * c.num_layers
+        if len(layer_configs) != c.num_layers:
+            raise ValueError(f"model.layer_attention has {len(layer_configs)} entries for "
+                             f"{c.num_layers} layers; give one per layer or none")
+        self.head, self.pooling, self.dropout_rate = c.head, c.pooling, c.dropout
+        self.num_extra = int(c.head == "classifier" and c.pooling == "cls") + c.num_global_tokens
+        self.dtype = jnp.dtype(c.dtype)
+        length = max_length + self.num_extra
+        self.embed = nnx.Embed(vocab_size, c.emb_dim, dtype=self.dtype, rngs=rngs)
+        init = nnx.initializers.normal(0.02)
+        self.extra = nnx.Param(init(rngs.params(), (self.num_extra, c.emb_dim)))
+        self.positions = (nnx.Param(init(rngs.params(), (length, c.emb_dim)))
+                          if c.positions == "learned" else None)
+        self.blocks = nnx.List([
+            Block(a, emb_dim=c.emb_dim, qkv_dim=c.qkv_dim, mlp_dim=c.mlp_dim, num_heads=c.num_heads,
+                  length=length, dropout_rate=c.dropout, attention_dropout=c.attention_dropout,
+                  dtype=self.dtype, rngs=rngs) for a in layer_configs])
+        self.norm = nnx.LayerNorm(c.emb_dim, dtype=self.dtype, rngs=rngs)
+        if c.head == "classifier":
+            self.hidden = nnx.Linear(c.emb_dim, c.mlp_dim, dtype=self.dtype, rngs=rngs)
+            self.logits = nnx.Linear(c.mlp_dim, num_classes, dtype=self.dtype, rngs=rngs)
+        else:
+            self.logits = nnx.Linear(c.emb_dim, vocab_size, dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, inputs, mask, *, rng=None, train=False):
+        B, N = inputs.shape
+        x = self.embed(inputs)
+        extra = jnp.broadcast_to(self.extra[...].astype(x.dtype), (B, self.num_extra, x.shape[-1]))
+        x = jnp.concatenate([extra, x], axis=1)  # [B, L, E]
+        key_mask = jnp.concatenate([jnp.ones((B, self.num_extra), bool), mask.astype(bool)], axis=1)
+        L = x.shape[1]
+        pos = self.positions[...][:L] if self.positions is not None else sinusoidal(L, x.shape[-1])
+        x = x + pos.astype(x.dtype)[None]
+        rngs = list(jax.random.split(rng, len(self.blocks) + 1)) if rng is not None else None
+        x = dropout(x, self.dropout_rate, rngs.pop() if rngs else None)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, causal=self.head == "lm", rng=rngs[i] if rngs else None, train=train)
+        x = self.norm(x)
+        if self.head == "lm":
+            return self.logits(x[:, self.num_extra:]).astype(jnp.float32)  # [B, N, vocab]
+        if self.pooling == "cls":
+            pooled = x[:, 0]
+        else:
+            w = mask.astype(x.dtype)[..., None]
+            pooled = (x[:, self.num_extra:] * w).sum(1) / jnp.maximum(w.sum(1), 1)
+        return self.logits(nnx.relu(self.hidden(pooled))).astype(jnp.float32)  # [B, classes]
+
+
+def _attn_dict(a) -> dict:
+    """A per-layer attention entry: a variant name, or a mapping with 'name' and options."""
+    return {"name": a} if isinstance(a, str) else dict(a)

@@ -1,0 +1,25 @@
+"""The conformance suite: every registered variant, every applicable check, no per-variant edits.
+
+Cases come from the registry (each spec's `test_options`), so registering a variant — inside the
+package, by entry point, or through $ATTN_ZOO_PLUGINS — adds its tests here.
+"""
+import pytest
+
+from attn_zoo import attention, conformance
+
+CASES = conformance.cases(attention.get(n) for n in attention.names())
+
+
+@pytest.mark.parametrize("name,option_index,check", CASES,
+                         ids=[f"{n}-{i}-{c}" for n, i, c in CASES])
+def test_conformance(name, option_index, check):
+    spec = attention.get(name)
+    conformance.CHECKS[check](spec, spec.test_options[option_index])
+
+
+def test_every_variant_is_covered():
+    covered = {name for name, _, _ in CASES}
+    assert covered == set(attention.names())
+    for name in attention.names():
+        checks = {c for n, _, c in CASES if n == name}
+        assert {"shapes", "vmap", "key_mask", "causal", "empty_rows", "bf16"} <= checks, name
