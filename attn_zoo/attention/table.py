@@ -1,0 +1,29 @@
+"""The registry as a table: the one source for `attn-zoo list` and the README's variant table."""
+from __future__ import annotations
+
+from attn_zoo.attention.registry import get, names
+
+COLUMNS = ("name", "family", "exact", "causal", "complexity", "options")
+
+
+def rows() -> list[dict[str, str]]:
+    out = []
+    for name in names():
+        spec = get(name)
+        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.defaults.items())) or "—"
+        out.append({"name": name, "family": spec.family, "exact": "yes" if spec.exact else "no",
+                    "causal": "yes" if spec.supports_causal else "no",
+                    "complexity": spec.complexity, "options": opts})
+    return out
+
+
+def registry_table(markdown: bool = False) -> str:
+    data = rows()
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in data]
+        return "\n".join(lines)
+    widths = {c: max(len(c), *(len(r[c]) for r in data)) for c in COLUMNS}
+    fmt = lambda r: "  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip()
+    return "\n".join([fmt({c: c for c in COLUMNS}), fmt({c: "-" * widths[c] for c in COLUMNS})]
+                     + [fmt(r) for r in data])

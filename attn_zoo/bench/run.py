@@ -1,0 +1,212 @@
+"""`attn-zoo bench`: speed and memory of attention variants against sequence length.
+
+Each (variant, length) runs in a fresh process (attn_zoo.bench.worker) so that peak memory is its
+own and an out-of-memory kill is reported as such while the run goes on. Baselines: `xla`
+(jax.nn.dot_product_attention), `cudnn` (GPU only) and `torch` (PyTorch's SDPA, when installed).
+Ratios in the report compare numbers taken in the same run; times are medians of several calls.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from attn_zoo.bench.worker import PEAK_CPU_GFLOPS
+
+EXACT_BASELINES = ("xla", "cudnn", "dense", "blockwise")
+
+
+def run_one(cfg, timeout):
+    """Run the worker for one configuration; failures come back as {'error': ...}."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "attn_zoo.bench.worker", json.dumps(cfg)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timeout > {timeout:.0f}s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        oom = proc.returncode in (-9, 137) or "RESOURCE_EXHAUSTED" in proc.stderr or "MemoryError" in proc.stderr
+        return {**cfg, "error": "out of memory" if oom else f"failed: {tail[0][:200]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def useful_flops(row):
+    """Forward FLOPs of the exact computation (4·B·H·D·#visible pairs); None for approximations."""
+    from attn_zoo import attention
+
+    N, name = row["length"], row["variant"]
+    if name in ("xla", "cudnn", "torch"):
+        pairs = N * (N + 1) // 2 if row["causal"] else N * N
+    else:
+        spec = attention.get(name)
+        if not spec.exact or N > 16384:
+            return None
+        pairs = int(spec.pattern(N, N, causal=row["causal"], **row.get("options", {})).sum())
+    return 4 * row["batch"] * row["heads"] * row["head_dim"] * pairs
+
+
+def configs(args):
+    from attn_zoo import attention
+
+    names = attention.names() if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    baselines = [b for b in args.baselines.split(",") if b]
+    if "torch" in baselines and importlib.util.find_spec("torch") is None:
+        print("torch not installed: skipping the torch baseline (pip install torch==2.13.0)")
+        baselines.remove("torch")
+    base = dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim, dtype=args.dtype,
+                causal=args.causal, repeats=args.repeats)
+    out = []
+    for name in baselines + names:
+        options = {}
+        if name not in ("xla", "cudnn", "torch"):
+            spec = attention.get(name)
+            if args.causal and not spec.supports_causal:
+                print(f"{name}: no causal form, skipped")
+                continue
+            options = dict(spec.bench_options)
+        out.append((name, {**base, "variant": name, "options": options}))
+    return out
+
+
+def crossovers(rows):
+    """Per variant: the shortest measured length from which it is at least as fast (fwd+bwd) as the
+    best exact baseline measured, at that length and every longer one."""
+    best = {}
+    for r in rows:
+        if r["variant"] in EXACT_BASELINES and "fwdbwd_s" in r:
+            best[r["length"]] = min(best.get(r["length"], float("inf")), r["fwdbwd_s"])
+    out = {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = {r["length"]: r.get("fwdbwd_s") for r in rows if r["variant"] == name}
+        lengths = sorted(n for n in mine if n in best)
+        wins = [mine[n] is not None and mine[n] <= best[n] for n in lengths]
+        cross = None
+        for i, n in enumerate(lengths):
+            if all(wins[i:]):
+                cross = n
+                break
+        if not lengths:
+            out[name] = "—"
+        elif cross is None:
+            out[name] = f"> {lengths[-1]}"
+        else:
+            out[name] = f"≤ {cross}" if cross == lengths[0] else str(cross)
+    return out
+
+
+def _fmt(x, digits=3):
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def report(rows, args, wall_s):
+    """Markdown text: machine, command, one row per (variant, length), ratios to xla, crossovers."""
+    xla = {r["length"]: r for r in rows if r["variant"] == "xla" and "error" not in r}
+    lines = [
+        "# attention benchmark", "",
+        f"Command: `attn-zoo bench {' '.join(sys.argv[2:]) if len(sys.argv) > 1 else ''}`".rstrip(),
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {platform.python_version()}, "
+        f"device {next((r['device'] for r in rows if 'device' in r), '?')}",
+        f"Settings: B={args.batch}, H={args.heads}, D={args.head_dim}, {args.dtype}, "
+        f"causal={args.causal}, median of {args.repeats} calls; wall time {wall_s / 60:.1f} min.",
+        "Peak MB: process peak RSS during one call above RSS before it. Speedup and memory ratio: "
+        "against `xla` (jax.nn.dot_product_attention) at the same length, in this run. "
+        f"% peak: the exact computation's FLOPs (fwd 4·B·H·D·pairs, fwd+bwd 3×) over {PEAK_CPU_GFLOPS:.0f} GFLOP/s.",
+        "", "| variant | options | N | compile s | fwd ms | fwd+bwd ms | speedup vs xla | peak MB | "
+        "memory vs xla | XLA temp MB | % peak fwd / fwd+bwd |", "|" + "---|" * 11]
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in r.get("options", {}).items()) or "—"
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {opts} | {r['length']} | {r['error']} |||||||")
+            continue
+        base = xla.get(r["length"])
+        speed = base["fwdbwd_s"] / r["fwdbwd_s"] if base else None
+        mem = r["fwdbwd_peak_mb"] / base["fwdbwd_peak_mb"] if base and base["fwdbwd_peak_mb"] > 0 else None
+        flops = useful_flops(r)
+        pct = "—" if flops is None or "cpu" not in r.get("device", "cpu").lower() and r["variant"] != "torch" else (
+            f"{100 * flops / r['fwd_s'] / 1e9 / PEAK_CPU_GFLOPS:.0f} / "
+            f"{100 * 3 * flops / r['fwdbwd_s'] / 1e9 / PEAK_CPU_GFLOPS:.0f}")
+        lines.append(
+            f"| {r['variant']} | {opts} | {r['length']} | {r['fwd_compile_s']:.1f} / {r['fwdbwd_compile_s']:.1f} | "
+            f"{1e3 * r['fwd_s']:.0f} | {1e3 * r['fwdbwd_s']:.0f} | {_fmt(speed)}× | {r['fwdbwd_peak_mb']:.0f} | "
+            f"{_fmt(mem, 2)} | {_fmt(r.get('fwdbwd_xla_temp_mb'), 4)} | {pct} |")
+    lines += ["", "Crossover length (fwd+bwd at least as fast as the best exact baseline among "
+              f"{', '.join(b for b in EXACT_BASELINES)} measured here, from that length on):", "",
+              "| variant | crossover N |", "|---|---|"]
+    lines += [f"| {name} | {n} |" for name, n in crossovers(rows).items() if name not in EXACT_BASELINES]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        ok = [r for r in rows if r["variant"] == name and "error" not in r]
+        if not ok:
+            continue
+        n = [r["length"] for r in ok]
+        style = "--" if name in EXACT_BASELINES + ("torch",) else "-"
+        axes[0].plot(n, [r["fwdbwd_s"] for r in ok], style, marker="o", label=name)
+        axes[1].plot(n, [max(r["fwdbwd_peak_mb"], 1e-1) for r in ok], style, marker="o", label=name)
+    for ax, label in zip(axes, ("forward+backward seconds", "peak memory MB (RSS)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(rows, args, wall_s, out):
+    os.makedirs(out, exist_ok=True)
+    text = report(rows, args, wall_s)
+    with open(os.path.join(out, "bench.md"), "w") as f:
+        f.write(text)
+    keys = sorted({k for r in rows for k in r})
+    with open(os.path.join(out, "bench.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
+    plot(rows, os.path.join(out, "bench.png"))
+    return text
+
+
+def main(args):
+    lengths = [int(n) for n in args.lengths.split(",")]
+    start = time.time()
+    rows = []
+    for name, cfg in configs(args):
+        for n in lengths:
+            row = run_one({**cfg, "length": n}, args.timeout)
+            rows.append(row)
+            status = row.get("error") or f"fwd {row['fwd_s']:.3f}s fwd+bwd {row['fwdbwd_s']:.3f}s " \
+                                         f"peak {row['fwdbwd_peak_mb']:.0f}MB"
+            print(f"{name:>20} N={n:<6} {status}", flush=True)
+    text = report(rows, args, time.time() - start)
+    if args.out:
+        write(rows, args, time.time() - start, args.out)
+    print(text)
+    return rows

@@ -1,0 +1,54 @@
+"""The conformance suite must catch a planted bug: a causal leak and a padded key in the normalizer."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attn_zoo import attention, conformance
+from attn_zoo.attention import dense, masks
+
+
+def _leaky_causal(params, q, k, v, *, key_mask, causal, rng):
+    """Dense attention whose causal mask lets query i see key i + 1."""
+    L = q.shape[1]
+    pattern = np.tril(np.ones((L, L), bool), k=1) if causal else None
+    return dense.attention(params, q, k, v, key_mask=key_mask, causal=False, rng=rng, pattern=pattern)
+
+
+def _pad_in_normalizer(params, q, k, v, *, key_mask, causal, rng):
+    """Dense attention that zeroes padded keys' weights *after* normalizing over all keys."""
+    L, S = q.shape[1], k.shape[1]
+    logits = jnp.einsum("blhd,bshd->bhls", q, k) * q.shape[-1] ** -0.5
+    w = masks.masked_softmax(logits, masks.visible_mask(L, S, causal=causal))
+    w = jnp.where(masks.visible_mask(L, S, key_mask=key_mask), w, 0.0)
+    return jnp.einsum("bhls,bshd->blhd", w, v)
+
+
+@pytest.fixture
+def planted():
+    made = []
+
+    def make(name, impl):
+        made.append(name)
+        return attention.register(name, family="dense", exact=True, supports_causal=True, impl=impl,
+                                  pattern_fn=lambda L, S, **_: np.ones((L, S), bool))
+    yield make
+    for name in made:
+        attention.unregister(name)
+
+
+def test_causal_leak_is_caught(planted):
+    spec = planted("planted_causal_leak", _leaky_causal)
+    with pytest.raises(AssertionError, match="causal leak"):
+        conformance.check_causal(spec, {})
+
+
+def test_padded_key_in_normalizer_is_caught(planted):
+    spec = planted("planted_pad_leak", _pad_in_normalizer)
+    with pytest.raises(AssertionError, match="masked keys/values changed"):
+        conformance.check_key_mask(spec, {})
+
+
+def test_correct_variant_passes_the_same_checks(planted):
+    spec = planted("planted_none", dense.attention)
+    conformance.check_causal(spec, {})
+    conformance.check_key_mask(spec, {})
