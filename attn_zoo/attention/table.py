@@ -27,3 +27,13 @@ def registry_table(markdown: bool = False) -> str:
     fmt = lambda r: "  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip()
     return "\n".join([fmt({c: c for c in COLUMNS}), fmt({c: "-" * widths[c] for c in COLUMNS})]
                      + [fmt(r) for r in data])
+
+
+README_START, README_END = "<!-- variants:start -->", "<!-- variants:end -->"
+
+
+def update_readme(text: str) -> str:
+    """README text with the block between the variant markers replaced by the registry table."""
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{registry_table(markdown=True)}\n{README_END}{tail}"

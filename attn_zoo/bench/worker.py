@@ -12,7 +12,6 @@ import statistics
 import sys
 import time
 
-PEAK_CPU_GFLOPS = 294.0  # 2 cores × 2 AVX-512 FMA × 2.3 GHz (REFERENCE.md); report only on CPU
 
 
 def _rss_mb(field):
@@ -83,6 +82,20 @@ def measure_jax(cfg):
     return result
 
 
+def measure_gemm(cfg):
+    """The machine's attainable fp32 GEMM rate (best of several 2048³ products), the yardstick for
+    '% of peak': a fixed datasheet figure would be wrong on a machine without AVX-512."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    best = min(_median_seconds(lambda: jax.block_until_ready(f(a)), 1) for _ in range(7))
+    return {"gemm_gflops": 2 * n**3 / best / 1e9, "device": jax.devices()[0].device_kind}
+
+
 def measure_torch(cfg):
     import torch
     import torch.nn.functional as F
@@ -114,7 +127,7 @@ def measure_torch(cfg):
 
 def main(argv):
     cfg = json.loads(argv[1])
-    measure = measure_torch if cfg["variant"] == "torch" else measure_jax
+    measure = {"torch": measure_torch, "gemm": measure_gemm}.get(cfg["variant"], measure_jax)
     print(json.dumps({**cfg, **measure(cfg)}), flush=True)
 
 

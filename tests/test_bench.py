@@ -1,0 +1,39 @@
+"""The benchmark: crossover logic on known rows, and a tiny end-to-end run writing md/csv/png."""
+import argparse
+
+from attn_zoo.bench import run as bench
+
+
+def _row(variant, n, t):
+    return {"variant": variant, "length": n, "fwdbwd_s": t}
+
+
+def test_crossover_is_first_length_from_which_variant_stays_faster():
+    rows = [_row("xla", 1024, 1.0), _row("xla", 2048, 4.0), _row("xla", 4096, 16.0),
+            _row("blockwise", 1024, 2.0), _row("blockwise", 2048, 3.0), _row("blockwise", 4096, 8.0),
+            _row("fast", 1024, 3.0), _row("fast", 2048, 3.0), _row("fast", 4096, 3.0),
+            _row("always", 1024, 0.5), _row("always", 2048, 1.0), _row("always", 4096, 2.0),
+            _row("never", 1024, 9.0), _row("never", 2048, 9.0), _row("never", 4096, 99.0)]
+    got = bench.crossovers(rows)
+    assert got["fast"] == "2048"  # best exact baseline at 2048 is blockwise (3.0): ties count
+    assert got["always"] == "≤ 1024"
+    assert got["never"] == "> 4096"
+
+
+def test_tiny_run_writes_table_csv_and_plot(tmp_path):
+    args = argparse.Namespace(variants="local", lengths="64", batch=1, heads=2, head_dim=8,
+                              dtype="float32", causal=True, repeats=1, baselines="xla",
+                              timeout=300, out=str(tmp_path))
+    rows = bench.main(args)
+    assert {r["variant"] for r in rows} == {"xla", "local"}
+    assert all("error" not in r for r in rows), rows
+    text = (tmp_path / "bench.md").read_text()
+    assert "| local |" in text and "Crossover" in text
+    assert (tmp_path / "bench.csv").read_text().count("\n") == 3
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_failed_worker_is_reported_and_the_run_goes_on():
+    row = bench.run_one({"variant": "no_such_variant", "length": 8, "batch": 1, "heads": 1,
+                         "head_dim": 4, "dtype": "float32", "causal": False, "repeats": 1}, 300)
+    assert row["error"].startswith("failed"), row
