@@ -44,7 +44,101 @@ def _cmd_bench(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_cmd_list, _cmd_bench]
+def _cmd_train(sub):
+    p = sub.add_parser("train", help="train and evaluate a model from a config (resumes in --workdir)",
+                       description="Extra --config.a.b=value arguments override config fields.")
+    p.add_argument("--config", required=True, help="path/to/config.py[:variant[,preset...]]")
+    p.add_argument("--workdir", required=True)
+
+    def run(args):
+        from attn_zoo import configs, train
+        try:
+            result = train.train_and_evaluate(configs.load(args.config, args.extra), args.workdir)
+        except (FileNotFoundError, KeyError, ValueError, TypeError, FloatingPointError) as e:
+            print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+            return 1
+        if result["status"] == "interrupted":
+            return 130 if result["reason"] == "SIGINT" else 143 if result["reason"] == "SIGTERM" else 1
+        return 0
+
+    p.set_defaults(run=run, accepts_extra=True)
+
+
+def _cmd_eval(sub):
+    p = sub.add_parser("eval", help="evaluate a workdir's checkpoint on a split")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+
+    def run(args):
+        import json
+
+        from attn_zoo import train
+        print(json.dumps(train.evaluate(args.workdir, args.split, args.checkpoint), indent=2))
+
+    p.set_defaults(run=run)
+
+
+def _cmd_data(sub):
+    p = sub.add_parser("data", help="generate a task's data files")
+    tasks = p.add_subparsers(dest="task", required=True)
+    lo = tasks.add_parser("listops", help="LRA ListOps generator: basic_{train,val,test}.tsv")
+    lo.add_argument("--out", required=True, help="directory for the TSV files")
+    lo.add_argument("--train", type=int, default=96_000)
+    lo.add_argument("--val", type=int, default=2_000)
+    lo.add_argument("--test", type=int, default=2_000)
+    lo.add_argument("--min-length", type=int, default=500, help="keep samples longer than this")
+    lo.add_argument("--max-length", type=int, default=2000, help="keep samples shorter than this")
+    lo.add_argument("--max-depth", type=int, default=10)
+    lo.add_argument("--max-args", type=int, default=10)
+    lo.add_argument("--seed", type=int, default=0)
+
+    def run(args):
+        from attn_zoo.data import listops
+        counts = listops.generate(args.out, train=args.train, val=args.val, test=args.test,
+                                  min_length=args.min_length, max_length=args.max_length,
+                                  max_depth=args.max_depth, max_args=args.max_args, seed=args.seed)
+        print(f"wrote {counts} rows to {args.out}/basic_{{train,val,test}}.tsv")
+
+    lo.set_defaults(run=run)
+
+
+def _cmd_pattern(sub):
+    p = sub.add_parser("pattern", help="draw which (query, key) pairs a variant computes",
+                       description="Variant options follow as --name value, e.g. --window 8.")
+    p.add_argument("name", help="a registered variant, or 'all' for a composite picture")
+    p.add_argument("--length", type=int, default=64)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--out", required=True, help="PNG file to write")
+
+    def run(args):
+        from attn_zoo import pictures
+        if args.name == "all":
+            pictures.draw_all(args.length, args.out)
+        else:
+            pictures.draw_pattern(args.name, args.length, args.out, causal=args.causal,
+                                  **parse_options(args.extra))
+        print(f"wrote {args.out}")
+
+    p.set_defaults(run=run, accepts_extra=True)
+
+
+def parse_options(extra):
+    """['--window', '8', '--mode', 'fixed'] -> {'window': 8, 'mode': 'fixed'} (Python literals)."""
+    import ast
+
+    if len(extra) % 2 or not all(a.startswith("--") for a in extra[::2]):
+        raise SystemExit(f"options must come as --name value pairs, got: {' '.join(extra)}")
+    out = {}
+    for name, value in zip(extra[::2], extra[1::2]):
+        try:
+            out[name[2:].replace("-", "_")] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name[2:].replace("-", "_")] = value
+    return out
+
+
+COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_data, _cmd_pattern]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,18 +47,29 @@ def _params(spec, x: Inputs, options):
     return spec.init(jax.random.PRNGKey(1), x.q, x.k, x.v, **options)
 
 
-def _fn(spec, options, causal, key_mask=True):
+# Jitted functions are memoized per configuration so that the checks of one variant share their
+# compiled executables (compiling dominates the suite's time); tests group a variant's checks on
+# one worker for the same reason.
+_JITTED: dict = {}
+
+
+def _fn(spec, options, causal):
     """A jitted (params, q, k, v, key_mask) -> out for one configuration."""
-    def f(params, q, k, v, km):
-        return spec.apply(params, q, k, v, key_mask=km if key_mask else None, causal=causal,
-                          rng=RNG, **options)
-    return jax.jit(f)
+    key = ("fwd", spec.name, id(spec), repr(sorted(options.items())), causal)
+    if key not in _JITTED:
+        def f(params, q, k, v, km):
+            return spec.apply(params, q, k, v, key_mask=km, causal=causal, rng=RNG, **options)
+        _JITTED[key] = jax.jit(f)
+    return _JITTED[key]
 
 
 def _grads(f, params, x: Inputs, key_mask, ct=None):
-    ct = x.ct if ct is None else ct
-    loss = lambda q, k, v: jnp.sum(f(params, q, k, v, key_mask).astype(jnp.float32) * ct)
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x.q, x.k, x.v)
+    """d sum(f(...) * ct) / d (q, k, v), jitted once per f."""
+    if ("grad", f) not in _JITTED:
+        def loss(params, q, k, v, km, ct):
+            return jnp.sum(f(params, q, k, v, km).astype(jnp.float32) * ct.astype(jnp.float32))
+        _JITTED[("grad", f)] = jax.jit(jax.grad(loss, argnums=(1, 2, 3)))
+    return _JITTED[("grad", f)](params, x.q, x.k, x.v, key_mask, x.ct if ct is None else ct)
 
 
 def _causal_modes(spec):
@@ -75,27 +86,27 @@ def _close(a, b, what, atol=ATOL):
 # ---------------------------------------------------------------------------------------- checks
 
 def check_shapes(spec: AttentionSpec, options: Mapping[str, Any]):
-    """1. Shapes and dtype; jit == eager; the same inputs and rng give the same output."""
+    """1. Shapes and dtype (Dv may differ from D); jit == eager; same inputs and rng, same output."""
     x = make_inputs()
     params = _params(spec, x, options)
+    eager = spec.apply(params, x.q, x.k, x.v, key_mask=x.key_mask, rng=RNG, **options)
+    assert eager.shape == (B, L, H, D), f"output shape {eager.shape} != {(B, L, H, D)}"
+    assert eager.dtype == x.q.dtype, f"output dtype {eager.dtype} != {x.q.dtype}"
+    jitted = _fn(spec, options, False)(params, x.q, x.k, x.v, x.key_mask)
+    _close(jitted, eager, "jit vs eager")
+    _close(_fn(spec, options, False)(params, x.q, x.k, x.v, x.key_mask), jitted,
+           "same inputs and rng, different output", 0.0)
+    v = jnp.concatenate([x.v, x.v[..., :3]], axis=-1)
     for causal in _causal_modes(spec):
-        for dv in (D, D + 3):  # Dv may differ from D
-            v = jnp.concatenate([x.v, x.v[..., : dv - D]], axis=-1)
-            eager = spec.apply(params, x.q, x.k, v, key_mask=x.key_mask, causal=causal, rng=RNG,
-                               **options)
-            assert eager.shape == (B, L, H, dv), f"output shape {eager.shape} != {(B, L, H, dv)}"
-            assert eager.dtype == x.q.dtype, f"output dtype {eager.dtype} != {x.q.dtype}"
-            jitted = _fn(spec, options, causal)(params, x.q, x.k, v, x.key_mask)
-            _close(jitted, eager, f"jit vs eager (causal={causal})")
-            again = _fn(spec, options, causal)(params, x.q, x.k, v, x.key_mask)
-            _close(again, jitted, f"same inputs and rng, different output (causal={causal})", 0.0)
+        out = _fn(spec, options, causal)(params, x.q, x.k, v, x.key_mask)
+        assert out.shape == (B, L, H, D + 3), f"Dv = D + 3: output shape {out.shape} (causal={causal})"
 
 
 def check_vmap(spec: AttentionSpec, options: Mapping[str, Any]):
-    """1. vmap over a stack of batches equals a Python loop over them."""
+    """1. vmap over a stack of batches equals a Python loop over them (causal when supported)."""
     xs = [make_inputs(seed) for seed in (3, 4)]
     params = _params(spec, xs[0], options)
-    for causal in _causal_modes(spec):
+    for causal in _causal_modes(spec)[-1:]:
         f = _fn(spec, options, causal)
         stack = lambda name: jnp.stack([getattr(x, name) for x in xs])
         batched = jax.jit(jax.vmap(f, in_axes=(None, 0, 0, 0, 0)))(
@@ -164,10 +175,11 @@ def check_empty_rows(spec: AttentionSpec, options: Mapping[str, Any]):
 
 
 def check_bf16(spec: AttentionSpec, options: Mapping[str, Any]):
-    """5. bf16 inputs give bf16, finite outputs and finite gradients."""
+    """5. bf16 inputs give bf16, finite outputs and finite gradients (causal when supported: the
+    mode with the most masking)."""
     x = make_inputs(dtype=jnp.bfloat16)
     params = _params(spec, x, options)
-    for causal in _causal_modes(spec):
+    for causal in _causal_modes(spec)[-1:]:
         f = _fn(spec, options, causal)
         out = f(params, x.q, x.k, x.v, x.key_mask)
         assert out.dtype == jnp.bfloat16, f"bf16 in, {out.dtype} out"
@@ -177,20 +189,31 @@ def check_bf16(spec: AttentionSpec, options: Mapping[str, Any]):
 
 
 def check_matches_dense(spec: AttentionSpec, options: Mapping[str, Any]):
-    """6. Exact variants equal dense restricted to pattern(...), outputs and gradients (fp32)."""
-    for length in (16, L):  # a multiple of the test block sizes, and not
+    """6. Exact variants equal dense restricted to pattern(...), outputs and gradients (fp32),
+    at a length that is a multiple of the test block sizes (16) and one that is not (21)."""
+    for length in (16, L):
         x = make_inputs(seed=5, length=length)
         params = _params(spec, x, options)
         for causal in _causal_modes(spec):
+            if length == 16 and causal:
+                continue  # causal runs at L=21 (padded tail), non-causal at both lengths
             pattern = spec.pattern(length, length, causal=causal, rng=RNG, **options)
             assert pattern is not None, "an exact variant must have a pattern"
             f = _fn(spec, options, causal)
-            ref = jax.jit(lambda p, q, k, v, km: dense.attention(
-                {}, q, k, v, key_mask=km, causal=causal, pattern=pattern))
+            ref = _reference(pattern, causal)
             what = f"vs dense on pattern (L={length}, causal={causal})"
             _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what)
             for g, gr, n in zip(_grads(f, params, x, x.key_mask), _grads(ref, params, x, x.key_mask), "qkv"):
                 _close(g, gr, f"d{n} {what}")
+
+
+def _reference(pattern, causal):
+    """Jitted dense attention restricted to `pattern` (None: unrestricted), memoized."""
+    key = ("ref", None if pattern is None else (pattern.shape, pattern.tobytes()), causal)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(lambda p, q, k, v, km: dense.attention(
+            {}, q, k, v, key_mask=km, causal=causal, pattern=pattern))
+    return _JITTED[key]
 
 
 def check_exact_limit(spec: AttentionSpec, options: Mapping[str, Any]):
@@ -202,7 +225,7 @@ def check_exact_limit(spec: AttentionSpec, options: Mapping[str, Any]):
     params = _params(spec, x, limit)
     for causal in _causal_modes(spec):
         f = _fn(spec, limit, causal)
-        ref = jax.jit(lambda p, q, k, v, km: dense.attention({}, q, k, v, key_mask=km, causal=causal))
+        ref = _reference(None, causal)
         what = f"exact limit {limit} vs dense (causal={causal})"
         _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what, atol)
 

@@ -10,8 +10,10 @@ from attn_zoo import attention, conformance
 CASES = conformance.cases(attention.get(n) for n in attention.names())
 
 
-@pytest.mark.parametrize("name,option_index,check", CASES,
-                         ids=[f"{n}-{i}-{c}" for n, i, c in CASES])
+# xdist_group keeps a variant's checks on one worker (run with --dist loadgroup), where they share
+# compiled functions.
+@pytest.mark.parametrize("name,option_index,check", [
+    pytest.param(n, i, c, id=f"{n}-{i}-{c}", marks=pytest.mark.xdist_group(n)) for n, i, c in CASES])
 def test_conformance(name, option_index, check):
     spec = attention.get(name)
     conformance.CHECKS[check](spec, spec.test_options[option_index])

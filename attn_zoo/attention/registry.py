@@ -100,7 +100,10 @@ class AttentionSpec:
             raise ValueError(f"attention '{self.name}' does not support causal=True")
         if self.pattern_fn is None:
             return None
-        mask = np.asarray(self.pattern_fn(L, S, causal=causal, rng=rng, **opts), dtype=bool)
+        mask = self.pattern_fn(L, S, causal=causal, rng=rng, **opts)
+        if mask is None:  # data-dependent under these options (e.g. a mixture with a kernel group)
+            return None
+        mask = np.asarray(mask, dtype=bool)
         if causal:
             mask = mask & np.tril(np.ones((L, S), dtype=bool))
         return mask

@@ -1,0 +1,154 @@
+"""`bigbird`: blocked sparse attention of Zaheer et al. 2020 — sliding, global and random blocks.
+
+Positions are cut into blocks of `block` (b; padded internally, the padding masked). Query
+block i sees key blocks |i − j| <= num_sliding // 2, the first `num_global` blocks, and
+`num_random` random other blocks; the global query blocks see every key block. Causal: only
+j <= i (random blocks are drawn among past blocks, j < i, outside the sliding/global ones).
+Random blocks are shared by the batch and heads and come from `rng` (random_source='rng':
+new each call) or from params (random_source='params': fixed per layer; `random_scores`,
+fp32 [nq, nk], stop-gradient, only their order is used, so weight decay leaves it unchanged).
+One engine call: the keys are the sequence's blocks followed by each query block's r gathered
+random blocks, so cost is O(N·b·(num_sliding + num_global + num_random)).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_zoo.attention import block_sparse as bs
+from attn_zoo.attention import masks
+from attn_zoo.attention.registry import register
+
+SOURCES = ("rng", "params")
+DEFAULTS = dict(block=64, num_sliding=3, num_global=1, num_random=3, random_source="rng")
+
+
+def _check(block, num_sliding, num_global, num_random, random_source):
+    if block < 1 or num_sliding < 1 or num_sliding % 2 == 0 or num_global < 0 or num_random < 0:
+        raise ValueError(f"bigbird: need block >= 1, odd num_sliding >= 1, num_global >= 0, "
+                         f"num_random >= 0; got {block}, {num_sliding}, {num_global}, {num_random}")
+    if random_source not in SOURCES:
+        raise ValueError(f"bigbird: random_source must be one of {SOURCES}, got {random_source!r}")
+
+
+def static_blocks(nq, nk, *, num_sliding, num_global, causal):
+    """bool [nq, nk]: the sliding and global blocks (block-level, O((N/b)²))."""
+    i, j = np.arange(nq)[:, None], np.arange(nk)[None, :]
+    mask = (np.abs(i - j) <= num_sliding // 2) | (j < num_global) | (i < num_global)
+    return mask & (j <= i) if causal else mask
+
+
+def random_blocks(scores, nq, nk, *, num_sliding, num_global, num_random, causal):
+    """(idx int32 [nq, r], valid bool [nq, r]): the r highest-scoring candidate blocks per row.
+
+    Candidates are the blocks outside the static part (causal: j < i); rows with fewer than r
+    candidates get invalid picks, which are masked. `scores` fp32 [nq, nk] (jax or numpy).
+    """
+    cand = ~static_blocks(nq, nk, num_sliding=num_sliding, num_global=num_global, causal=False)
+    if causal:
+        cand &= np.arange(nk)[None, :] < np.arange(nq)[:, None]
+    r = min(num_random, nk)
+    if r == 0:
+        return jnp.zeros((nq, 0), jnp.int32), jnp.zeros((nq, 0), bool)
+    masked = jnp.where(jnp.asarray(cand), jnp.asarray(scores, jnp.float32), -1.0)
+    top, idx = jax.lax.top_k(masked, r)
+    return idx.astype(jnp.int32), top >= 0.0
+
+
+def _scores(params, rng, nq, nk, random_source):
+    if random_source == "params":
+        s = jax.lax.stop_gradient(params["random_scores"])
+        if s.shape[0] < nq or s.shape[1] < nk:
+            raise ValueError(f"bigbird: params were built for {s.shape} blocks, input needs "
+                             f"{(nq, nk)}; init with the longest length")
+        return s[:nq, :nk]
+    if rng is None:
+        raise ValueError("bigbird: random_source='rng' needs an rng")
+    return jax.random.uniform(rng, (nq, nk), jnp.float32)
+
+
+def init(rng, q, k, v, *, block, random_source, **_):
+    if random_source != "params":
+        return {}
+    nq, nk = bs.num_blocks(q.shape[1], block), bs.num_blocks(k.shape[1], block)
+    return {"random_scores": jax.random.uniform(rng, (nq, nk), jnp.float32)}
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, block, num_sliding, num_global,
+              num_random, random_source):
+    _check(block, num_sliding, num_global, num_random, random_source)
+    B, L, H, _ = q.shape
+    S = k.shape[1]
+    b = block
+    nq, nk = bs.num_blocks(L, b), bs.num_blocks(S, b)
+    km, _ = masks.pad_to_multiple(masks.key_mask_or_ones(key_mask, B, S), b, axis=1)
+    qp, _ = masks.pad_to_multiple(q, b, axis=1)
+    kp, _ = masks.pad_to_multiple(k, b, axis=1)
+    vp, _ = masks.pad_to_multiple(v, b, axis=1)
+    static = static_blocks(nq, nk, num_sliding=num_sliding, num_global=num_global, causal=causal)
+    idx, valid = random_blocks(_scores(params, rng, nq, nk, random_source), nq, nk,
+                               num_sliding=num_sliding, num_global=num_global,
+                               num_random=num_random, causal=causal)
+    r = idx.shape[1]
+    flat = idx.reshape(-1)
+
+    def gather(x):  # [B, nk·b, ...] -> the random blocks, [B, nq·r·b, ...]
+        xb = x.reshape(B, nk, b, *x.shape[2:])
+        return jnp.take(xb, flat, axis=1).reshape(B, nq * r * b, *x.shape[2:])
+
+    kr = jnp.concatenate([kp, gather(kp)], axis=1)
+    vr = jnp.concatenate([vp, gather(vp)], axis=1)
+    rmask = gather(km) & jnp.repeat(valid.reshape(-1), b)[None]
+    kmr = jnp.concatenate([km, rmask], axis=1)
+
+    def block_mask_fn(nqb, nkb, bq, bk):
+        assert (nqb, nkb, bq, bk) == (nq, nk + nq * r, b, b), "bigbird: unexpected blocking"
+        rand = np.zeros((nq, nq * r), dtype=bool)
+        for t in range(r):
+            rand[np.arange(nq), np.arange(nq) * r + t] = True
+        return np.concatenate([static, rand], axis=1)
+
+    # Only the diagonal blocks need an element mask (causal); random blocks are strictly past.
+    mask_fn = (lambda qpos, kpos: (kpos <= qpos) | (kpos >= nk * b)) if causal else None
+    out = bs.attention(qp, kr, vr, kmr, block_mask_fn=block_mask_fn, mask_fn=mask_fn,
+                       block_q=b, block_k=b)
+    return out[:, :L]
+
+
+def pattern(L, S, *, causal, rng, params=None, block, num_sliding, num_global, num_random,
+            random_source):
+    """np.bool_ [L, S]: the blocks that apply() computes with the same rng (or params)."""
+    _check(block, num_sliding, num_global, num_random, random_source)
+    if random_source == "params" and params is None:
+        return None  # the random blocks live in params: pattern(...) cannot know them
+    nq, nk = bs.num_blocks(L, block), bs.num_blocks(S, block)
+    blocks = static_blocks(nq, nk, num_sliding=num_sliding, num_global=num_global, causal=causal)
+    idx, valid = random_blocks(_scores(params, rng, nq, nk, random_source), nq, nk,
+                               num_sliding=num_sliding, num_global=num_global,
+                               num_random=num_random, causal=causal)
+    idx, valid = np.asarray(idx), np.asarray(valid)
+    for t in range(idx.shape[1]):
+        rows = np.nonzero(valid[:, t])[0]
+        blocks[rows, idx[rows, t]] = True
+    mask = np.kron(blocks, np.ones((block, block), dtype=bool))[:L, :S]
+    return mask & np.tril(np.ones((L, S), dtype=bool)) if causal else mask
+
+
+def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, **options):
+    """bool [B, H, L, S] of the pairs computed (pictures; works for random_source='params')."""
+    m = pattern(q.shape[1], k.shape[1], causal=causal, rng=rng, params=params, **options)[None]
+    if key_mask is not None:
+        m = m & np.asarray(key_mask)[:, None, :]
+    return np.broadcast_to(m[:, None], (q.shape[0], q.shape[2]) + m.shape[1:])
+
+
+SPEC = register(
+    "bigbird", family="pattern", exact=True, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, init_fn=init, pattern_fn=pattern, needs_rng=True,
+    chosen_pattern=chosen_pattern, complexity="O(N·b·(3+g+r))",
+    description="Blocked: sliding, global and random blocks (random from rng, or fixed in params).",
+    test_options=({"block": 4, "num_global": 1, "num_random": 2},
+                  {"block": 3, "num_sliding": 1, "num_global": 0, "num_random": 1}),
+    bench_options={"block": 64, "num_sliding": 3, "num_global": 1, "num_random": 3},
+)

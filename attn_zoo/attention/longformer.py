@@ -1,0 +1,74 @@
+"""`longformer`: sliding window |i − j| <= window plus global positions (Beltagy et al. 2020).
+
+A global position sees every key and is seen by every query (causal: only j <= i either way).
+Global positions are the first `num_global` (the model's prepended global tokens, or CLS at 0)
+or, when `global_indices` is non-empty, exactly those positions (existing tokens). Three parts,
+none of them L×S: the band blockwise (as `local`), all queries against the G global keys
+outside their band (merged with the band by log-sum-exp), and the G global queries against
+all keys (written over their rows). Cost O(N·(window + G)).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from attn_zoo.attention import block_sparse as bs
+from attn_zoo.attention import masks
+from attn_zoo.attention import sparse_common
+from attn_zoo.attention.registry import register
+
+DEFAULTS = dict(window=128, num_global=1, global_indices=(), block=128)
+
+
+def global_positions(n, num_global, global_indices):
+    """Sorted unique global positions below n (static numpy int array)."""
+    if global_indices:
+        idx = np.asarray(sorted(set(int(g) for g in global_indices)), dtype=np.int64)
+        if idx[0] < 0:
+            raise ValueError(f"longformer: global_indices must be >= 0, got {tuple(global_indices)}")
+    else:
+        if num_global < 0:
+            raise ValueError(f"longformer: num_global must be >= 0, got {num_global}")
+        idx = np.arange(num_global)
+    return idx[idx < n]
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, window, num_global, global_indices, block):
+    del params, rng
+    if window < 0:
+        raise ValueError(f"longformer: window must be >= 0, got {window}")
+    L, S = q.shape[1], k.shape[1]
+    dlo, dhi = (0 if causal else -window), window
+    band = bs.attention(
+        q, k, v, key_mask,
+        block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
+        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=block, block_k=block, return_lse=True)
+    out = band[0]
+    gk = global_positions(S, num_global, global_indices)
+    if len(gk):  # global columns outside each query's band (inside it the band has them)
+        outside = lambda qp, kp: ((qp - kp) < dlo) | ((qp - kp) > dhi)  # noqa: E731
+        cols = sparse_common.subset_attention(q, k, v, key_mask, kidx=gk, visible=outside,
+                                              causal=causal, block=block, return_lse=True)
+        out = bs.merge([band[0], cols[0]], [band[1], cols[1]])
+    gq = global_positions(L, num_global, global_indices)
+    if len(gq):  # global rows see every key
+        rows = sparse_common.subset_attention(q, k, v, key_mask, qidx=gq, visible=None,
+                                              causal=causal, block=block)
+        out = out.at[:, gq].set(rows)
+    return out
+
+
+def pattern(L, S, *, causal, window, num_global, global_indices, **_):
+    mask = masks.band_pattern(L, S, window, causal=causal)
+    mask[global_positions(L, num_global, global_indices), :] = True
+    mask[:, global_positions(S, num_global, global_indices)] = True
+    return mask
+
+
+SPEC = register(
+    "longformer", family="pattern", exact=True, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N·(w+G))",
+    description="Sliding window plus global positions (first G or listed) that see and are seen by all.",
+    test_options=({"window": 2, "num_global": 3, "block": 8},
+                  {"window": 4, "global_indices": (0, 9, 17), "block": 4}),
+    bench_options={"window": 256, "num_global": 16, "block": 128},
+)

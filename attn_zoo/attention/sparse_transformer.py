@@ -1,0 +1,131 @@
+"""`sparse_transformer`: the factorized patterns of Child et al. 2019, exact and truly sparse.
+
+layout="fixed": A1 = same block of `block` (l) positions, A2 = the last `summary` (c) positions
+of every block. layout="strided": A1 = local band |i − j| < l, A2 = (i − j) mod l == 0.
+Causal: j <= i in both. split_heads=0: every head sees A1 ∪ A2 (the union is computed as two
+disjoint parts merged by log-sum-exp); split_heads=H: heads [0, H/2) see A1, [H/2, H) see A2
+(the pattern is then [H, L, S]). Cost O(N·(l + N·c/l)) fixed, O(N·(l + N/l)) strided.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from attn_zoo.attention import block_sparse as bs
+from attn_zoo.attention import sparse_common
+from attn_zoo.attention.registry import register
+
+LAYOUTS = ("fixed", "strided")
+DEFAULTS = dict(layout="fixed", block=128, summary=8, split_heads=0, tile=128)
+
+
+def _check(layout, block, summary, split_heads, H=None):
+    if layout not in LAYOUTS:
+        raise ValueError(f"sparse_transformer: layout must be one of {LAYOUTS}, got {layout!r}")
+    if block < 1 or (layout == "fixed" and not 0 <= summary <= block):
+        raise ValueError(f"sparse_transformer: need block >= 1 and 0 <= summary <= block, "
+                         f"got block={block}, summary={summary}")
+    if split_heads < 0 or split_heads % 2:
+        raise ValueError(f"sparse_transformer: split_heads must be 0 or an even head count, "
+                         f"got {split_heads}")
+    if H is not None and split_heads and H != split_heads:
+        raise ValueError(f"sparse_transformer: split_heads={split_heads} but the input has H={H} heads")
+
+
+def _same_block(q, k, v, key_mask, *, block, causal, tile):
+    """A1 of 'fixed': qpos // block == kpos // block, on the tiles that overlap such blocks."""
+    def block_mask_fn(nq, nk, bq, bk):
+        i, j = np.arange(nq)[:, None], np.arange(nk)[None, :]
+        q_lo, q_hi = i * bq // block, (i * bq + bq - 1) // block
+        k_lo, k_hi = j * bk // block, (j * bk + bk - 1) // block
+        return (q_lo <= k_hi) & (k_lo <= q_hi) & ((j * bk <= i * bq + bq - 1) | (not causal))
+
+    def mask_fn(qp, kp):
+        vis = qp // block == kp // block
+        return vis & (kp <= qp) if causal else vis
+
+    return bs.attention(q, k, v, key_mask, block_mask_fn=block_mask_fn, mask_fn=mask_fn,
+                        block_q=tile, block_k=tile, return_lse=True)
+
+
+def _summary(q, k, v, key_mask, *, block, summary, causal, tile, exclude_own):
+    """A2 of 'fixed': keys at the last `summary` positions of each block (own block excluded
+    when the union with A1 is taken, so the two parts are disjoint)."""
+    S = k.shape[1]
+    kidx = np.nonzero(np.arange(S) % block >= block - summary)[0]
+    if len(kidx) == 0:
+        return None
+    visible = (lambda qp, kp: qp // block != kp // block) if exclude_own else None
+    return sparse_common.subset_attention(q, k, v, key_mask, kidx=kidx, visible=visible,
+                                          causal=causal, block=tile, return_lse=True)
+
+
+def _local(q, k, v, key_mask, *, block, causal, tile):
+    """A1 of 'strided': |i − j| < block (causal 0 <= i − j < block)."""
+    dlo, dhi = (0 if causal else -(block - 1)), block - 1
+    return bs.attention(
+        q, k, v, key_mask,
+        block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
+        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=tile, block_k=tile, return_lse=True)
+
+
+def _stride(q, k, v, key_mask, *, block, causal, tile, exclude_own):
+    """A2 of 'strided': (i − j) mod block == 0 (i == j excluded in the union: it is in A1)."""
+    return sparse_common.residue_attention(
+        q, k, v, key_mask, stride=block, dlo=0 if causal else -bs.BIG, dhi=bs.BIG, block=tile,
+        exclude_self=exclude_own, return_lse=True)
+
+
+def _parts(q, k, v, key_mask, *, layout, block, summary, causal, tile, union):
+    """[(out, lse) of A1, (out, lse) of A2 or None]."""
+    if layout == "fixed":
+        return [_same_block(q, k, v, key_mask, block=block, causal=causal, tile=tile),
+                _summary(q, k, v, key_mask, block=block, summary=summary, causal=causal, tile=tile,
+                         exclude_own=union)]
+    return [_local(q, k, v, key_mask, block=block, causal=causal, tile=tile),
+            _stride(q, k, v, key_mask, block=block, causal=causal, tile=tile, exclude_own=union)]
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, layout, block, summary, split_heads, tile):
+    del params, rng
+    H = q.shape[2]
+    _check(layout, block, summary, split_heads, H)
+    opts = dict(layout=layout, block=block, summary=summary, causal=causal, tile=tile)
+    if not split_heads:
+        parts = [p for p in _parts(q, k, v, key_mask, union=True, **opts) if p is not None]
+        return bs.merge([o for o, _ in parts], [lse for _, lse in parts])
+    h = H // 2
+    zero = jnp.zeros(q.shape[:2] + (h, v.shape[-1]), q.dtype)
+    a1, _ = _parts(q[:, :, :h], k[:, :, :h], v[:, :, :h], key_mask, union=False, **opts)
+    _, a2 = _parts(q[:, :, h:], k[:, :, h:], v[:, :, h:], key_mask, union=False, **opts)
+    return jnp.concatenate([a1[0], zero if a2 is None else a2[0]], axis=2)
+
+
+def sub_patterns(L, S, *, layout, block, summary):
+    """np.bool_ (A1 [L, S], A2 [L, S]) before the causal mask (the reference, tests and pictures)."""
+    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    if layout == "fixed":
+        return i // block == j // block, np.broadcast_to(j % block >= block - summary, (L, S))
+    return np.abs(i - j) < block, (i - j) % block == 0
+
+
+def pattern(L, S, *, causal, layout, block, summary, split_heads, **_):
+    _check(layout, block, summary, split_heads)
+    a1, a2 = sub_patterns(L, S, layout=layout, block=block, summary=summary)
+    if causal:
+        tril = np.tril(np.ones((L, S), dtype=bool))
+        a1, a2 = a1 & tril, a2 & tril
+    if not split_heads:
+        return a1 | a2
+    h = split_heads // 2
+    return np.concatenate([np.broadcast_to(a1, (h, L, S)), np.broadcast_to(a2, (h, L, S))])
+
+
+SPEC = register(
+    "sparse_transformer", family="pattern", exact=True, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N·(l + N·c/l))",
+    description="Child et al. factorized: fixed (block + summary columns) or strided (band + stride); heads may split.",
+    test_options=({"block": 5, "summary": 2, "tile": 8},
+                  {"layout": "strided", "block": 4, "tile": 4}),
+    bench_options={"layout": "fixed", "block": 128, "summary": 8, "tile": 128},
+)
