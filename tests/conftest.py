@@ -5,7 +5,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
-_CACHE = os.environ.get("ATTN_ZOO_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+# Outside the checkout, so fresh clones on the same machine reuse compiled executables.
+_CACHE = os.environ.get("ATTN_ZOO_JAX_CACHE", os.path.expanduser("~/.cache/attn_zoo/jax"))
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
