@@ -1,0 +1,112 @@
+"""`synthesizer`: attention weights not computed from q·k (Tay et al. 2021).
+
+Synthetic logits G [B|1, H, L, S], per `mode`:
+  dense:             G[i] = MLP(q_i) [S]: a per-token two-layer ReLU MLP to max_length logits, the
+                     first S kept (the token's query vector stands in for its layer input);
+  random:            G = R[:L, :S], R [H, max_length, max_length] learned (or fixed: fixed=True);
+  factorized_random: G = R1[:L] R2[:S]ᵀ with R1, R2 [H, max_length, factors];
+  factorized_dense:  G[i, j] = A(q_i)[j mod a] · B(q_i)[j div a], two per-token MLPs with
+                     a = factors outputs and ⌈max_length/a⌉ outputs.
+With mix_dot, G + q·k/√D. Key mask and causal mask apply to the logits (masked softmax), so
+padded keys and the future get exact zeros. Learned L×S parameters cap the length: `max_length`
+(spec.max_length); longer inputs raise. O(N²) time and memory, like dense.
+`init_scale` scales the initial synthetic parameters (0: G = 0, i.e. dense attention under mix_dot).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attn_zoo.attention import masks
+from attn_zoo.attention.registry import register
+
+F32 = jnp.float32
+MODES = ("dense", "random", "factorized_random", "factorized_dense")
+DEFAULTS = dict(mode="dense", max_length=512, hidden=64, factors=8, mix_dot=False, fixed=False,
+                init_scale=1.0)
+
+
+def _mlp_init(rng, H, D, hidden, out, scale):
+    r1, r2 = jax.random.split(rng)
+    return {"w1": jax.random.normal(r1, (H, D, hidden), F32) * D ** -0.5 * scale,
+            "b1": jnp.zeros((H, hidden), F32),
+            "w2": jax.random.normal(r2, (H, hidden, out), F32) * hidden ** -0.5 * scale,
+            "b2": jnp.zeros((H, out), F32)}
+
+
+def init(rng, q, k, v, *, mode, max_length, hidden, factors, init_scale, **_):
+    H, D = q.shape[2], q.shape[3]
+    r1, r2 = jax.random.split(rng)
+    if mode == "dense":
+        return {"mlp": _mlp_init(r1, H, D, hidden, max_length, init_scale)}
+    if mode == "random":
+        return {"random": jax.random.normal(r1, (H, max_length, max_length), F32) * init_scale}
+    if mode == "factorized_random":
+        return {"r1": jax.random.normal(r1, (H, max_length, factors), F32) * init_scale,
+                "r2": jax.random.normal(r2, (H, max_length, factors), F32) * init_scale}
+    if mode == "factorized_dense":
+        return {"mlp_a": _mlp_init(r1, H, D, hidden, factors, init_scale),
+                "mlp_b": _mlp_init(r2, H, D, hidden, -(-max_length // factors), init_scale)}
+    raise ValueError(f"synthesizer: mode must be one of {MODES}, got {mode!r}")
+
+
+def _mlp(p, q):
+    """Per-token MLP over heads: q [B, L, H, D] -> [B, H, L, out]."""
+    h = jax.nn.relu(jnp.einsum("blhd,hde->bhle", q, p["w1"]) + p["b1"][:, None])
+    return jnp.einsum("bhle,heo->bhlo", h, p["w2"]) + p["b2"][:, None]
+
+
+def synthetic_logits(params, q, S, *, mode, factors, fixed, **_):
+    """fp32 [B|1, H, L, S] synthetic logits (see the module docstring)."""
+    L = q.shape[1]
+    q = q.astype(F32)
+    if mode == "dense":
+        return _mlp(params["mlp"], q)[..., :S]
+    if mode == "random":
+        r = params["random"]
+        return (jax.lax.stop_gradient(r) if fixed else r)[None, :, :L, :S]
+    if mode == "factorized_random":
+        r1, r2 = params["r1"], params["r2"]
+        if fixed:
+            r1, r2 = jax.lax.stop_gradient(r1), jax.lax.stop_gradient(r2)
+        return jnp.einsum("hlf,hsf->hls", r1[:, :L], r2[:, :S])[None]
+    if mode == "factorized_dense":
+        a = _mlp(params["mlp_a"], q)  # [B, H, L, factors]
+        b = _mlp(params["mlp_b"], q)  # [B, H, L, ⌈max_length/factors⌉]
+        j = jnp.arange(S)
+        return a[..., j % factors] * b[..., j // factors]
+    raise ValueError(f"synthesizer: mode must be one of {MODES}, got {mode!r}")
+
+
+def update(params, q, k, v, *, key_mask=None, mode, fixed, **_):
+    """With fixed=True the random matrices are non-gradient state, kept as drawn."""
+    if fixed and mode in ("random", "factorized_random"):
+        return jax.tree.map(jax.lax.stop_gradient, params)
+    return params
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidden, factors,
+              mix_dot, fixed, init_scale):
+    del rng, hidden, init_scale
+    L, S = q.shape[1], k.shape[1]
+    if max(L, S) > max_length:  # registry checks too; direct calls of this function get it here
+        raise ValueError(f"synthesizer: built for length <= max_length={max_length}, got L={L}, S={S}")
+    g = synthetic_logits(params, q, S, mode=mode, factors=factors, fixed=fixed)
+    if mix_dot:
+        g = g + jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=F32) * q.shape[-1] ** -0.5
+    w = masks.masked_softmax(g, masks.visible_mask(L, S, key_mask=key_mask, causal=causal))
+    out = jnp.einsum("bhls,bshd->blhd", w, v.astype(F32))
+    return out.astype(q.dtype)
+
+
+SPEC = register(
+    "synthesizer", family="learned", exact=False, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N²)",
+    description="Synthesizer: logits from a per-token MLP or a learned (factorized) L×S matrix, optionally + q·k.",
+    test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True},
+                  {"mode": "factorized_dense", "max_length": 24, "hidden": 8, "factors": 5}),
+    bench_options={"mode": "factorized_random", "max_length": 16384, "factors": 32},
+    exact_limit=lambda L, S: {"mode": "random", "max_length": max(L, S), "mix_dot": True,
+                              "init_scale": 0.0},
+    max_length="max_length",
+)
