@@ -138,7 +138,36 @@ def parse_options(extra):
     return out
 
 
-COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_data, _cmd_pattern]
+def _cmd_compare(sub):
+    p = sub.add_parser("compare", help="train variants on one task (per seed) and write a leaderboard",
+                       description="Extra --config.a.b=value arguments override every run's config.")
+    p.add_argument("--config", required=True, help="path/to/task.py[:preset,...] (no variant)")
+    p.add_argument("--variants", required=True, help="comma-separated names, or 'all'")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--workdir", required=True)
+
+    def run(args):
+        from attn_zoo.train import compare
+        compare.compare(args.config, args.variants, [int(s) for s in args.seeds.split(",")],
+                        args.workdir, args.extra)
+
+    p.set_defaults(run=run, accepts_extra=True)
+
+
+def _cmd_summarize(sub):
+    p = sub.add_parser("summarize", help="leaderboard of the finished runs below some directories")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", default=None, help="write leaderboard.md/.csv and pareto.png here")
+
+    def run(args):
+        from attn_zoo.train import compare
+        compare.summarize(args.dirs, out=args.out)
+
+    p.set_defaults(run=run)
+
+
+COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_data, _cmd_pattern, _cmd_compare,
+            _cmd_summarize]
 
 
 def build_parser() -> argparse.ArgumentParser:
