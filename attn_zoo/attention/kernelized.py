@@ -1,0 +1,100 @@
+"""Kernelized attention machinery shared by `linear` and `performer`.
+
+Both compute  out_l = Σ_s (φ(q_l)·φ(k_s)) v_s / Σ_s φ(q_l)·φ(k_s)  for non-negative features
+φ [.., M]. Reassociating as φ(q)(φ(k)ᵀ v) makes it O(N·M·Dv) instead of O(L·S). Causal uses the
+chunked form: exact quadratic attention inside a chunk of C positions, plus a carried M×Dv state
+(and M normalizer) from earlier chunks with `lax.scan`; the scan body is rematerialized so memory
+is O(N·M + (N/C)·M·Dv + C²), never the O(N·M·Dv) of per-position prefix sums.
+
+Padded keys get φ(k) = 0 (and v = 0): they reach neither numerator nor normalizer. A query with no
+visible key has normalizer 0 and outputs zeros. Everything is accumulated in fp32.
+
+Exponential features (FAVOR+) can be passed as log-features u (φ = exp(u)); they are stabilized by
+subtracting a stop-gradient max over the keys a query may see (global, or a running max across
+chunks with the carried state rescaled, as in an online softmax), which cancels exactly in the ratio.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attn_zoo.attention import masks
+
+F32 = jnp.float32
+FEATURE_MAPS = ("elu", "relu")
+
+
+def feature_map(name, x):
+    """φ(x) for the Linear Transformer: 'elu' = elu(x) + 1 (Katharopoulos 2020), 'relu'."""
+    x = x.astype(F32)
+    if name == "elu":
+        return jax.nn.elu(x) + 1.0
+    if name == "relu":
+        return jax.nn.relu(x)
+    raise ValueError(f"feature map must be one of {FEATURE_MAPS}, got {name!r}")
+
+
+def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
+    """Normalized kernel attention.
+
+    fq [B, L, H, M] query features (>= 0), fk [B, S, H, M] key features (>= 0), or log-features
+    when `log_k`; v [B, S, H, Dv]; key_mask [B, S] bool or None. Returns fp32 [B, L, H, Dv].
+    """
+    B, S = fk.shape[:2]
+    km = masks.key_mask_or_ones(key_mask, B, S)[:, :, None, None]
+    fq = fq.astype(F32)
+    v = jnp.where(km, v, 0).astype(F32)
+    if log_k:
+        fk = jnp.where(km, fk.astype(F32), -jnp.inf)  # exp(-inf) = 0: pads vanish
+    else:
+        fk = jnp.where(km, fk.astype(F32), 0.0)
+    if causal:
+        return _causal(fq, fk, v, chunk=chunk, log_k=log_k)
+    if log_k:
+        c = jax.lax.stop_gradient(jnp.max(fk, axis=(1, 3), keepdims=True))  # [B, 1, H, 1]
+        fk = jnp.exp(fk - jnp.where(jnp.isfinite(c), c, 0.0))
+    kv = jnp.einsum("bshm,bshd->bhmd", fk, v)
+    z = jnp.sum(fk, axis=1)  # [B, H, M]
+    num = jnp.einsum("blhm,bhmd->blhd", fq, kv)
+    den = jnp.einsum("blhm,bhm->blh", fq, z)
+    return num / jnp.where(den > 0, den, 1.0)[..., None]
+
+
+def _causal(fq, fk, v, *, chunk, log_k):
+    """Chunked causal form; L == S, padded to a multiple of the chunk (padding is masked)."""
+    B, L, H, M = fq.shape
+    Dv = v.shape[-1]
+    C = max(1, min(chunk, L))
+    n = -(-L // C)
+
+    def chunks(x, fill):  # [B, L, H, X] -> [n, B, H, C, X]
+        if n * C != L:
+            x = jnp.pad(x, ((0, 0), (0, n * C - L), (0, 0), (0, 0)), constant_values=fill)
+        return x.reshape(B, n, C, H, x.shape[-1]).transpose(1, 0, 3, 2, 4)
+
+    tril = jnp.tril(jnp.ones((C, C), dtype=bool))
+
+    def body(carry, xs):
+        state, z, m_run = carry  # [B, H, M, Dv], [B, H, M], [B, H]
+        q_c, k_c, v_c = xs       # [B, H, C, M], [B, H, C, M], [B, H, C, Dv]
+        if log_k:
+            m_c = jax.lax.stop_gradient(jnp.max(k_c, axis=(2, 3)))
+            m_new = jnp.maximum(m_run, m_c)
+            safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+            alpha = jnp.exp(m_run - safe)  # rescale earlier chunks to the new max
+            state, z = state * alpha[..., None, None], z * alpha[..., None]
+            k_c = jnp.exp(k_c - safe[..., None, None])
+            m_run = m_new
+        a = jnp.where(tril, jnp.einsum("bhcm,bhem->bhce", q_c, k_c), 0.0)
+        num = jnp.einsum("bhce,bhed->bhcd", a, v_c) + jnp.einsum("bhcm,bhmd->bhcd", q_c, state)
+        den = jnp.sum(a, axis=-1) + jnp.einsum("bhcm,bhm->bhc", q_c, z)
+        out = num / jnp.where(den > 0, den, 1.0)[..., None]
+        state = state + jnp.einsum("bhcm,bhcd->bhmd", k_c, v_c)
+        z = z + jnp.sum(k_c, axis=2)
+        return (state, z, m_run), out
+
+    init = (jnp.zeros((B, H, M, Dv), F32), jnp.zeros((B, H, M), F32),
+            jnp.full((B, H), -jnp.inf, F32))
+    xs = (chunks(fq, 0.0), chunks(fk, -jnp.inf if log_k else 0.0), chunks(v, 0.0))
+    _, out = jax.lax.scan(jax.checkpoint(body), init, xs)  # [n, B, H, C, Dv]
+    return out.transpose(1, 0, 3, 2, 4).reshape(B, n * C, H, Dv)[:, :L]

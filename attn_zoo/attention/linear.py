@@ -1,0 +1,28 @@
+"""`linear`: Linear Transformer (Katharopoulos 2020), φ(q)(φ(k)ᵀ v) / φ(q)(φ(k)ᵀ 1).
+
+φ = elu + 1 (default) or relu, applied to raw q and k (no 1/√D). Non-causal costs O(N·D·Dv);
+causal uses the chunked prefix form of `kernelized` (quadratic inside a chunk, a carried D×Dv
+state across chunks), memory O(N·D + chunk²). Padded keys reach neither numerator nor normalizer.
+"""
+from __future__ import annotations
+
+from attn_zoo.attention import kernelized
+from attn_zoo.attention.registry import register
+
+DEFAULTS = dict(feature_map="elu", chunk=128)
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
+    del params, rng
+    fq = kernelized.feature_map(feature_map, q)
+    fk = kernelized.feature_map(feature_map, k)
+    return kernelized.attention(fq, fk, v, key_mask, causal=causal, chunk=chunk)
+
+
+SPEC = register(
+    "linear", family="kernel", exact=False, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, complexity="O(N·D·Dv)",
+    description="Linear Transformer: φ(q)(φ(k)ᵀv) normalized, φ = elu+1 or relu; chunked causal scan.",
+    test_options=({"chunk": 8},),
+    bench_options={"feature_map": "elu", "chunk": 128},
+)

@@ -1,0 +1,83 @@
+"""`performer`: FAVOR+ (Choromanski 2021), softmax attention through positive random features.
+
+exp(q·k/√D) = E_w[φ(q)·φ(k)] with φ(x) = exp(Wx − ‖x‖²/2)/√M, x = q/D^¼ (or k/D^¼), W [M, D]
+rows drawn as blocks of orthogonal Gaussian directions with chi-distributed norms. The random
+rows live in params["features"] (fixed per layer, non-gradient state: `update` keeps them) or, with
+`redraw=True`, are drawn fresh from `rng` on every call. kernel='relu' uses φ(x) = relu(Wx)/√M
++ 1e-3 (the paper's generalized ReLU kernel) instead. Stabilizer: each query's features are
+divided by their max (cancels per query), keys' by a stop-gradient max over the keys a query can
+see (global, or a running max across causal chunks), which cancels exactly in the ratio.
+Attention itself runs through `kernelized` (shared with `linear`): O(N·M·Dv), causal chunked.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attn_zoo.attention import kernelized
+from attn_zoo.attention.registry import register
+
+F32 = jnp.float32
+KERNELS = ("softmax", "relu")
+RELU_EPS = 1e-3
+DEFAULTS = dict(num_features=256, kernel="softmax", redraw=False, orthogonal=True, chunk=128)
+
+
+def random_features(rng, num_features, dim, orthogonal=True):
+    """W [M, D]: stacked blocks of D orthogonal rows (QR of a Gaussian), each row rescaled to the
+    norm of a D-dim Gaussian vector, so every row is marginally N(0, I_D); iid Gaussian if not
+    `orthogonal`. One Gaussian draw feeds both directions and norms."""
+    if not orthogonal:
+        return jax.random.normal(rng, (num_features, dim), F32)
+    nblocks = -(-num_features // dim)
+    g = jax.random.normal(rng, (nblocks * dim + num_features, dim), F32)
+    qmat, _ = jnp.linalg.qr(g[: nblocks * dim].reshape(nblocks, dim, dim))  # orthonormal columns
+    rows = jnp.swapaxes(qmat, 1, 2).reshape(nblocks * dim, dim)[:num_features]
+    return rows * jnp.linalg.norm(g[nblocks * dim:], axis=-1)[:, None]
+
+
+def init(rng, q, k, v, *, num_features, orthogonal, **_):
+    return {"features": random_features(rng, num_features, q.shape[-1], orthogonal)}
+
+
+def update(params, q, k, v, *, key_mask=None, **_):
+    """The random rows are non-gradient state: kept as they are (stop_gradient marks them so)."""
+    return {"features": jax.lax.stop_gradient(params["features"])}
+
+
+def log_features(w, x):
+    """u = Wx − ‖x‖²/2 [B, N, H, M] for x = input / D^¼ (fp32): φ = exp(u)/√M."""
+    x = x.astype(F32) * x.shape[-1] ** -0.25
+    return jnp.einsum("bnhd,md->bnhm", x, w) - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, redraw, orthogonal,
+              chunk):
+    if redraw:
+        if rng is None:
+            raise ValueError("performer: redraw=True draws features from rng; rng is None")
+        w = random_features(rng, num_features, q.shape[-1], orthogonal)
+    else:
+        w = jax.lax.stop_gradient(params["features"])
+    if w.shape != (num_features, q.shape[-1]):
+        raise ValueError(f"performer: params['features'] is {w.shape}, expected {(num_features, q.shape[-1])}")
+    if key_mask is not None:  # pad keys never reach a feature (no inf·0 in the backward pass)
+        k = jnp.where(key_mask[:, :, None, None], k, 0)
+    if kernel == "softmax":
+        uq = log_features(w, q)
+        fq = jnp.exp(uq - jax.lax.stop_gradient(jnp.max(uq, axis=-1, keepdims=True)))
+        uk = log_features(w, k)  # the 1/√M factors cancel in the ratio
+        return kernelized.attention(fq, uk, v, key_mask, causal=causal, chunk=chunk, log_k=True)
+    if kernel == "relu":
+        phi = lambda x: jax.nn.relu(jnp.einsum("bnhd,md->bnhm", x.astype(F32), w)) + RELU_EPS
+        return kernelized.attention(phi(q), phi(k), v, key_mask, causal=causal, chunk=chunk)
+    raise ValueError(f"performer: kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+SPEC = register(
+    "performer", family="kernel", exact=False, supports_causal=True, impl=attention,
+    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N·M·Dv)",
+    description="FAVOR+: positive orthogonal random features for the softmax kernel (or ReLU).",
+    test_options=({"num_features": 12, "chunk": 8},),
+    bench_options={"num_features": 256, "chunk": 128},
+)
