@@ -146,7 +146,8 @@ class Transformer(nnx.Module):
         length = max_length + self.num_extra
         self.embed = nnx.Embed(vocab_size, c.emb_dim, dtype=self.dtype, rngs=rngs)
         init = nnx.initializers.normal(0.02)
-        self.extra = nnx.Param(init(rngs.params(), (self.num_extra, c.emb_dim)))
+        # Learned CLS/global vectors; None when there are none (orbax cannot save empty arrays).
+        self.extra = nnx.Param(init(rngs.params(), (self.num_extra, c.emb_dim))) if self.num_extra else None
         self.positions = (nnx.Param(init(rngs.params(), (length, c.emb_dim)))
                           if c.positions == "learned" else None)
         self.blocks = nnx.List([
@@ -163,9 +164,11 @@ class Transformer(nnx.Module):
     def __call__(self, inputs, mask, *, rng=None, train=False):
         B, N = inputs.shape
         x = self.embed(inputs)
-        extra = jnp.broadcast_to(self.extra[...].astype(x.dtype), (B, self.num_extra, x.shape[-1]))
-        x = jnp.concatenate([extra, x], axis=1)  # [B, L, E]
-        key_mask = jnp.concatenate([jnp.ones((B, self.num_extra), bool), mask.astype(bool)], axis=1)
+        key_mask = mask.astype(bool)
+        if self.extra is not None:
+            extra = jnp.broadcast_to(self.extra[...].astype(x.dtype), (B, self.num_extra, x.shape[-1]))
+            x = jnp.concatenate([extra, x], axis=1)  # [B, L, E]
+            key_mask = jnp.concatenate([jnp.ones((B, self.num_extra), bool), key_mask], axis=1)
         L = x.shape[1]
         pos = self.positions[...][:L] if self.positions is not None else sinusoidal(L, x.shape[-1])
         x = x + pos.astype(x.dtype)[None]

@@ -63,7 +63,7 @@ def make_train_step(graphdef, tx, config, head):
         rng = jax.random.fold_in(base_key, state["step"])
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state["rest"])
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)
             sums = loss_and_metrics(model(batch["inputs"], batch["mask"], rng=rng, train=True), batch, head)
             _, _, rest = nnx.split(model, nnx.Param, ...)
             return sums["loss_sum"] / sums["count"], (sums, rest)
@@ -73,7 +73,7 @@ def make_train_step(graphdef, tx, config, head):
         new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
                "rest": rest, "opt": opt}
         metrics = {"loss": loss, "accuracy": sums["correct"] / sums["count"],
-                   "learning_rate": lr(state["step"]), "grad_norm": optax.global_norm(grads)}
+                   "learning_rate": lr(state["step"]), "grad_norm": optax.tree.norm(grads)}
         return new, metrics
 
     return train_step
