@@ -1,0 +1,212 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, resumable and interruptible.
+
+Workdir: config.json, metrics.jsonl, checkpoints/ (last few), best/ (best validation),
+results.json. Rerunning on the same workdir resumes from the newest checkpoint; batches and
+dropout keys are pure functions of (seed, step), so the result equals an uninterrupted run.
+SIGINT/SIGTERM save a checkpoint and return; a non-finite loss stops with an error naming the
+step (checkpoints are only written after every earlier step's loss was checked).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import jax
+import ml_collections
+from flax import nnx
+
+from attn_zoo import data
+from attn_zoo.models import Transformer
+from attn_zoo.train import parallel, steps
+from attn_zoo.train.checkpoint import Checkpoints
+from attn_zoo.train.metrics import MetricsLog, Progress, peak_memory_mb
+
+
+def build(config, task):
+    """(graphdef, state, tx) for `config` on `task`, state on the host's default device."""
+    model = Transformer(config.model, config.attention.to_dict(), vocab_size=task.vocab_size,
+                        num_classes=task.num_classes, max_length=task.max_length,
+                        rngs=nnx.Rngs(config.train.seed))
+    tx = steps.optimizer(config.train)
+    graphdef, state = steps.create_state(model, tx)
+    return graphdef, state, tx
+
+
+def evaluate_split(eval_step, state, split, batch_size, mesh) -> dict:
+    """Mean loss and accuracy over every example of `split`."""
+    totals = None
+    for batch in data.eval_batches(split, batch_size):
+        sums = eval_step(state, parallel.shard_batch(batch, mesh))
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    t = jax.device_get(totals)
+    return {"loss": float(t["loss_sum"] / t["count"]), "accuracy": float(t["correct"] / t["count"]),
+            "examples": int(t["count"])}
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Yields a dict whose 'signal' becomes the name of SIGINT/SIGTERM once one arrives."""
+    received = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handle(signum, _frame):
+        received["signal"] = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _write_config(config, workdir, progress):
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old != new:
+            progress.message(f"note: config differs from the one in {path}; resuming with the new one")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(new, f, indent=2)
+
+
+def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
+    """Train (or resume) in `workdir`; return results.json's dict, or {'status': 'interrupted', ...}.
+
+    stop_after_steps: leave after this many steps in this call, checkpointed, as a preemption
+    would (time-sliced jobs; the resume test).
+    """
+    t0 = time.time()
+    tc = config.train
+    if tc.multihost:
+        jax.distributed.initialize()
+    os.makedirs(workdir, exist_ok=True)
+    lead = jax.process_index() == 0  # multi-host: only the first host writes files and prints
+    progress = Progress(tc.num_steps, enabled=lead)
+    _write_config(config, workdir, progress)
+    task = data.load(config.data)
+    mesh = parallel.data_mesh()
+    parallel.check_batch(tc.batch_size, mesh)
+    rep = parallel.replicated(mesh)
+    graphdef, state, tx = build(config, task)
+    num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    state = jax.device_put(state, rep)
+    ckpts, log = Checkpoints(workdir, tc.keep_checkpoints), MetricsLog(workdir, enabled=lead)
+    meta = {"best_val_accuracy": -1.0, "best_step": -1}
+    restored = ckpts.restore(state)
+    if restored is not None:
+        state, meta = restored
+        start = int(jax.device_get(state["step"]))
+        ckpts.drop_best_after(start)
+        log.truncate_after(start)
+        progress.message(f"resuming from step {start} in {workdir}")
+        done = os.path.join(workdir, "results.json")
+        if start >= tc.num_steps and os.path.exists(done):
+            with open(done, encoding="utf-8") as f:
+                return json.load(f)
+    head = config.model.head
+    train_step = jax.jit(steps.make_train_step(graphdef, tx, config, head), donate_argnums=0,
+                         out_shardings=(rep, rep))
+    eval_step = jax.jit(steps.make_eval_step(graphdef, head), out_shardings=rep)
+    step = int(jax.device_get(state["step"]))
+    pending, train_time, timed_steps, last = [], 0.0, 0, step
+    with _stop_on_signals() as stop:
+        while step < tc.num_steps:
+            batch = data.train_batch(task.splits["train"], step, tc.batch_size, tc.seed)
+            tick = time.time()
+            state, m = train_step(state, parallel.shard_batch(batch, mesh))
+            step += 1
+            pending.append((step, m))
+            leaving = (stop["signal"] is not None or step == tc.num_steps
+                       or (stop_after_steps is not None and step - last >= stop_after_steps))
+            do_eval = step % tc.eval_every == 0 or step == tc.num_steps
+            do_ckpt = step % tc.checkpoint_every == 0 or leaving
+            if step % tc.log_every == 0 or do_eval or do_ckpt or step == last + 1:
+                values = _check_finite(pending, ckpts)  # waits for the steps: part of train time
+                pending = []
+            if step > last + 1:  # the first step in this process compiles: not timed
+                train_time, timed_steps = train_time + time.time() - tick, timed_steps + 1
+            if step % tc.log_every == 0 or step == tc.num_steps:
+                sps = timed_steps / train_time if train_time else float("nan")
+                event = {"step": step, "split": "train", **values, "steps_per_sec": sps}
+                log.write(event)
+                progress.update(step, {k: event[k] for k in ("loss", "accuracy", "learning_rate",
+                                                              "steps_per_sec")})
+            if do_eval:
+                val = evaluate_split(eval_step, state, task.splits["val"], tc.batch_size, mesh)
+                log.write({"step": step, "split": "val", **val})
+                progress.message(f"step {step}: val loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}")
+                if val["accuracy"] > meta["best_val_accuracy"]:
+                    meta = {"best_val_accuracy": val["accuracy"], "best_step": step}
+                    ckpts.save(state, meta, best=True)
+            if do_ckpt:
+                ckpts.save(state, meta)
+            if leaving and step < tc.num_steps:
+                why = stop["signal"] or f"stop_after_steps={stop_after_steps}"
+                log.write({"step": step, "event": "interrupted", "reason": why})
+                progress.message(f"stopped at step {step} ({why}); checkpoint saved; "
+                                 f"run the same command again to resume")
+                ckpts.close()
+                log.close()
+                return {"status": "interrupted", "step": step, "reason": why}
+    best_state, best_meta = ckpts.restore(state, best=True)
+    test = evaluate_split(eval_step, best_state, task.splits["test"], tc.batch_size, mesh)
+    log.write({"step": best_meta["best_step"], "split": "test", **test})
+    results = {
+        "status": "done", "task": task.name, "attention": config.attention.name,
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "best_val_accuracy": best_meta["best_val_accuracy"], "best_step": best_meta["best_step"],
+        "num_steps": tc.num_steps, "num_params": int(num_params),
+        "steps_per_sec": timed_steps / train_time if train_time else None,
+        "peak_memory_mb": peak_memory_mb(), "wall_time_s": time.time() - t0,
+        "cpu_time_s": time.process_time(),  # whole process, all threads: robust to a shared machine
+        "devices": mesh.size,
+    }
+    if lead:
+        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    progress.message(f"test accuracy {test['accuracy']:.4f} (best val {meta['best_val_accuracy']:.4f} "
+                     f"at step {meta['best_step']}); results in {workdir}/results.json")
+    ckpts.close()
+    log.close()
+    return results
+
+
+def _check_finite(pending, ckpts) -> dict:
+    """Fetch pending step metrics; raise naming the first non-finite loss. Returns the newest."""
+    for step, m in pending:
+        values = {k: float(v) for k, v in jax.device_get(m).items()}
+        if not math.isfinite(values["loss"]):
+            good = ckpts.latest.latest_step()
+            raise FloatingPointError(
+                f"loss is {values['loss']} at step {step}; training stopped. Last good checkpoint: "
+                f"{'none' if good is None else f'step {good}'} (in {ckpts.latest.directory}). "
+                f"Try a lower train.learning_rate or train.grad_clip=1.0.")
+    return values
+
+
+def evaluate(workdir, split="test", checkpoint="best") -> dict:
+    """Evaluate a workdir's best (or latest) checkpoint on one split, with its config.json."""
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    task = data.load(config.data)
+    mesh = parallel.data_mesh()
+    graphdef, state, _ = build(config, task)
+    restored = Checkpoints(workdir).restore(jax.device_put(state, parallel.replicated(mesh)),
+                                            best=checkpoint == "best")
+    if restored is None:
+        raise FileNotFoundError(f"no {checkpoint} checkpoint in {workdir}")
+    eval_step = jax.jit(steps.make_eval_step(graphdef, config.model.head))
+    result = evaluate_split(eval_step, restored[0], task.splits[split], config.train.batch_size, mesh)
+    return {"split": split, "checkpoint": checkpoint, "step": int(restored[0]["step"]), **result}
