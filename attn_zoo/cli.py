@@ -35,7 +35,8 @@ def _cmd_bench(sub):
     p.add_argument("--baselines", default="xla,torch",
                    help="extra baselines: xla (jax.nn.dot_product_attention), cudnn, torch (if installed)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per (variant, length)")
-    p.add_argument("--out", default=None, help="directory for bench.md, bench.csv, bench.png")
+    p.add_argument("--out", default=None, help="directory for NAME.md, NAME.csv, NAME.png")
+    p.add_argument("--name", default="bench", help="file stem of the outputs")
 
     def run(args):
         from attn_zoo.bench import run as bench
@@ -80,10 +81,11 @@ def _cmd_eval(sub):
 
 
 def _cmd_data(sub):
-    p = sub.add_parser("data", help="generate a task's data files")
+    p = sub.add_parser("data", help="generate a task's data files, or --check a directory of them")
     tasks = p.add_subparsers(dest="task", required=True)
     lo = tasks.add_parser("listops", help="LRA ListOps generator: basic_{train,val,test}.tsv")
-    lo.add_argument("--out", required=True, help="directory for the TSV files")
+    lo.add_argument("--out", help="directory for the TSV files")
+    lo.add_argument("--check", metavar="DIR", help="validate DIR instead of generating")
     lo.add_argument("--train", type=int, default=96_000)
     lo.add_argument("--val", type=int, default=2_000)
     lo.add_argument("--test", type=int, default=2_000)
@@ -95,12 +97,49 @@ def _cmd_data(sub):
 
     def run(args):
         from attn_zoo.data import listops
+        if args.check or not args.out:
+            return _check_or_fail(lo, args)
         counts = listops.generate(args.out, train=args.train, val=args.val, test=args.test,
                                   min_length=args.min_length, max_length=args.max_length,
                                   max_depth=args.max_depth, max_args=args.max_args, seed=args.seed)
         print(f"wrote {counts} rows to {args.out}/basic_{{train,val,test}}.tsv")
 
     lo.set_defaults(run=run)
+
+    pf = tasks.add_parser("pathfinder", help="Pathfinder generator (LRA settings): compressed numpy shards")
+    pf.add_argument("--out", help="directory for meta.json and shard_*.npz (resumes if interrupted)")
+    pf.add_argument("--resolution", type=int, choices=[32, 64, 128], default=32)
+    pf.add_argument("--difficulty", choices=["baseline", "intermediate", "hard"], default="hard")
+    pf.add_argument("--count", type=int, default=200_000, help="images (LRA: 200k, split 80/10/10)")
+    pf.add_argument("--seed", type=int, default=0)
+    pf.add_argument("--shard-size", type=int, default=2000)
+    pf.add_argument("--check", metavar="DIR", help="validate DIR (generated shards or LRA's pathfinder*/ layout)")
+
+    def run_pathfinder(args):
+        from attn_zoo.data import pathfinder_io
+        if args.check or not args.out:
+            return _check_or_fail(pf, args)
+        progress = lambda done, total: print(f"{done}/{total} images", flush=True)  # noqa: E731
+        pathfinder_io.generate(args.out, resolution=args.resolution, difficulty=args.difficulty,
+                               count=args.count, seed=args.seed, shard_size=args.shard_size, progress=progress)
+        print(f"wrote {args.count} images ({args.resolution}px, {args.difficulty}) to {args.out}")
+
+    pf.set_defaults(run=run_pathfinder)
+    for name, what in (("text", "aclImdb/ (IMDb)"), ("retrieval", "new_aan_pairs.*.tsv (AAN)"),
+                       ("image", "cifar-10-batches-py/"), ("bytelm", "a directory of text files")):
+        t = tasks.add_parser(name, help=f"validate {what}: attn-zoo data {name} --check DIR")
+        t.add_argument("--check", metavar="DIR", required=True)
+        t.set_defaults(run=lambda args, t=t: _check_or_fail(t, args))
+
+
+def _check_or_fail(parser, args):
+    """Print the report of `attn-zoo data <task> --check DIR`; 1 when it found problems."""
+    if not args.check:
+        parser.error("give --out DIR to generate, or --check DIR to validate")
+    from attn_zoo.data import check
+    report = check.check(args.task, args.check)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def _cmd_pattern(sub):

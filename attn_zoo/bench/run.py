@@ -134,11 +134,35 @@ def report(rows, args, wall_s, gemm):
             f"| {r['variant']} | {opts} | {r['length']} | {r['fwd_compile_s']:.1f} / {r['fwdbwd_compile_s']:.1f} | "
             f"{1e3 * r['fwd_s']:.0f} | {1e3 * r['fwdbwd_s']:.0f} | {_fmt(speed)}× | {r['fwdbwd_peak_mb']:.0f} | "
             f"{_fmt(mem, 2)} | {_fmt(r.get('fwdbwd_xla_temp_mb'), 4)} | {pct} |")
+    lines += summary_at_longest(rows)
     lines += ["", "Crossover length (fwd+bwd at least as fast as the best exact baseline among "
               f"{', '.join(b for b in EXACT_BASELINES)} measured here, from that length on):", "",
               "| variant | crossover N |", "|---|---|"]
     lines += [f"| {name} | {n} |" for name, n in crossovers(rows).items() if name not in EXACT_BASELINES]
     return "\n".join(lines) + "\n"
+
+
+def summary_at_longest(rows):
+    """Ratios at the longest length where xla ran: speed and memory vs xla, speed vs torch."""
+    ok = [r for r in rows if "error" not in r]
+    lengths = sorted({r["length"] for r in ok if r["variant"] == "xla"})
+    if not lengths:
+        return []
+    n = lengths[-1]
+    at = {r["variant"]: r for r in ok if r["length"] == n}
+    xla, torch = at["xla"], at.get("torch")
+    lines = ["", f"Summary at N={n} (ratios from this run; > 1 = faster / smaller):", "",
+             "| variant | fwd+bwd speedup vs xla | fwd speedup vs xla | memory vs xla (fwd+bwd peak) |"
+             + (" fwd+bwd speedup vs torch |" if torch else ""),
+             "|---|---|---|---|" + ("---|" if torch else "")]
+    for name, r in at.items():
+        mem = r["fwdbwd_peak_mb"] / xla["fwdbwd_peak_mb"] if xla["fwdbwd_peak_mb"] > 0 else None
+        line = (f"| {name} | {xla['fwdbwd_s'] / r['fwdbwd_s']:.2f}× | {xla['fwd_s'] / r['fwd_s']:.2f}× | "
+                f"{'—' if mem is None else f'1/{1 / mem:.0f}' if mem < 1 else f'{mem:.2f}'} |")
+        if torch:
+            line += f" {torch['fwdbwd_s'] / r['fwdbwd_s']:.2f}× |"
+        lines.append(line)
+    return lines
 
 
 def _cpu_name():
@@ -178,18 +202,18 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def write(rows, args, wall_s, gemm, out):
+def write(rows, args, wall_s, gemm, out, name="bench"):
     os.makedirs(out, exist_ok=True)
     text = report(rows, args, wall_s, gemm)
-    with open(os.path.join(out, "bench.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(text)
     keys = sorted({k for r in rows for k in r})
-    with open(os.path.join(out, "bench.csv"), "w", newline="") as f:
+    with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
             w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
-    plot(rows, os.path.join(out, "bench.png"))
+    plot(rows, os.path.join(out, f"{name}.png"))
     return text
 
 
@@ -208,6 +232,6 @@ def main(args):
             print(f"{name:>20} N={n:<6} {status}", flush=True)
     text = report(rows, args, time.time() - start, gemm)
     if args.out:
-        write(rows, args, time.time() - start, gemm, args.out)
+        write(rows, args, time.time() - start, gemm, args.out, getattr(args, "name", "bench"))
     print(text)
     return rows
