@@ -4,10 +4,11 @@ A task module provides `load(data_config) -> Task`; register it in TASKS.
 """
 from __future__ import annotations
 
-from attn_zoo.data import listops
+from attn_zoo.data import bytelm, image, listops, pathfinder_io, retrieval, synthetic, text
 from attn_zoo.data.dataset import Split, Task, eval_batches, train_batch
 
-TASKS = {"listops": listops}
+TASKS = {"listops": listops, "pathfinder": pathfinder_io, "text": text, "retrieval": retrieval,
+         "image": image, "recall": synthetic.recall, "copy": synthetic.copy, "bytelm": bytelm}
 
 
 def load(data_config) -> Task:

@@ -14,7 +14,12 @@ import numpy as np
 
 @dataclasses.dataclass
 class Split:
-    """inputs [N, L] int32 token ids, mask [N, L] bool (True = real token), labels [N] int32."""
+    """inputs [N, L] integer token ids, mask [N, L] bool (True = real token), labels [N] int32.
+
+    Retrieval pairs: inputs and mask [N, 2, L]. Per-token tasks (recall, copy): labels [N, L] with
+    -1 where nothing is scored. Any array-like with shape and integer-array indexing works
+    (synthetic tasks generate their examples when indexed; byte tasks build masks from lengths).
+    """
 
     inputs: np.ndarray
     mask: np.ndarray
@@ -33,7 +38,7 @@ class Task:
 
     @property
     def max_length(self) -> int:
-        return self.splits["train"].inputs.shape[1]
+        return self.splits["train"].inputs.shape[-1]  # retrieval's inputs are [N, 2, L]
 
 
 def train_batch(split: Split, step: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:

@@ -2,8 +2,10 @@
 
 Letters: B batch, N input tokens, L = N + extra (CLS, global) tokens, H heads, D head dim, E emb dim.
 Blocks are pre-LayerNorm: x + Drop(Attn(LN(x))), x + Drop(MLP(LN(x))), MLP = Dense→GELU→Dense.
-Heads: 'classifier' (CLS or mean pooling, Dense(mlp)→ReLU→Dense(classes)) or 'lm' (causal
-attention, per-token logits). Dropout keys come in as an argument (`rng`), so a jitted step is a
+Heads: 'classifier' (CLS or mean pooling, Dense(mlp)→ReLU→Dense(classes)); 'dual' (retrieval:
+one shared encoder for both documents, pooled u and v, [u, v, u·v, u−v] → Dense(mlp)→ReLU→
+Dense(classes)); 'token' (per-position classes, bidirectional: associative recall, copy); 'lm'
+(causal attention, per-token next-token logits). Dropout keys come in as an argument (`rng`), so a jitted step is a
 pure function of its inputs; the model holds no RNG state.
 """
 from __future__ import annotations
@@ -14,6 +16,9 @@ import numpy as np
 from flax import nnx
 
 from attn_zoo import attention
+
+
+HEADS = ("classifier", "dual", "token", "lm")
 
 
 class AttentionState(nnx.Variable):
@@ -120,18 +125,19 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """inputs [B, N] int32 + mask [B, N] bool -> logits [B, classes] ('classifier') or [B, N, vocab] ('lm').
+    """inputs [B, N] + mask [B, N] -> logits [B, classes] ('classifier'), [B, N, classes] ('token'),
+    [B, N, vocab] ('lm'); 'dual': inputs and mask [B, 2, N] (two documents) -> [B, classes].
 
     `model_config` fields: num_layers, emb_dim, qkv_dim, mlp_dim, num_heads, dropout,
     attention_dropout, positions ('sinusoidal'|'learned'), pooling ('cls'|'mean'),
-    num_global_tokens, head ('classifier'|'lm'), layer_attention (per-layer attention configs;
+    num_global_tokens, head ('classifier'|'dual'|'token'|'lm'), layer_attention (per-layer attention configs;
     empty = every layer uses `attn_config`), dtype ('float32'|'bfloat16', compute dtype).
     """
 
     def __init__(self, model_config, attn_config: dict, *, vocab_size, num_classes, max_length, rngs):
         c = model_config
-        if c.head not in ("classifier", "lm"):
-            raise ValueError(f"model.head must be 'classifier' or 'lm', got {c.head!r}")
+        if c.head not in HEADS:
+            raise ValueError(f"model.head must be one of {', '.join(HEADS)}, got {c.head!r}")
         if c.pooling not in ("cls", "mean"):
             raise ValueError(f"model.pooling must be 'cls' or 'mean', got {c.pooling!r}")
         if c.positions not in ("sinusoidal", "learned"):
@@ -141,7 +147,7 @@ class Transformer(nnx.Module):
             raise ValueError(f"model.layer_attention has {len(layer_configs)} entries for "
                              f"{c.num_layers} layers; give one per layer or none")
         self.head, self.pooling, self.dropout_rate = c.head, c.pooling, c.dropout
-        self.num_extra = int(c.head == "classifier" and c.pooling == "cls") + c.num_global_tokens
+        self.num_extra = int(c.head in ("classifier", "dual") and c.pooling == "cls") + c.num_global_tokens
         self.dtype = jnp.dtype(c.dtype)
         length = max_length + self.num_extra
         self.embed = nnx.Embed(vocab_size, c.emb_dim, dtype=self.dtype, rngs=rngs)
@@ -155,13 +161,39 @@ class Transformer(nnx.Module):
                   length=length, dropout_rate=c.dropout, attention_dropout=c.attention_dropout,
                   dtype=self.dtype, rngs=rngs) for a in layer_configs])
         self.norm = nnx.LayerNorm(c.emb_dim, dtype=self.dtype, rngs=rngs)
-        if c.head == "classifier":
-            self.hidden = nnx.Linear(c.emb_dim, c.mlp_dim, dtype=self.dtype, rngs=rngs)
+        if c.head in ("classifier", "dual"):
+            features = c.emb_dim * (4 if c.head == "dual" else 1)  # dual: [u, v, u·v, u−v]
+            self.hidden = nnx.Linear(features, c.mlp_dim, dtype=self.dtype, rngs=rngs)
             self.logits = nnx.Linear(c.mlp_dim, num_classes, dtype=self.dtype, rngs=rngs)
+        elif c.head == "token":
+            self.logits = nnx.Linear(c.emb_dim, num_classes, dtype=self.dtype, rngs=rngs)
         else:
             self.logits = nnx.Linear(c.emb_dim, vocab_size, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, inputs, mask, *, rng=None, train=False):
+        if self.head == "dual":
+            if inputs.ndim != 3 or inputs.shape[1] != 2:
+                raise ValueError(f"the dual head takes inputs [B, 2, N], got {list(inputs.shape)}")
+            B, _, N = inputs.shape
+            pooled = self._pool(self._encode(inputs.reshape(2 * B, N), mask.reshape(2 * B, N), rng, train),
+                                mask.reshape(2 * B, N)).reshape(B, 2, -1)
+            u, v = pooled[:, 0], pooled[:, 1]
+            features = jnp.concatenate([u, v, u * v, u - v], axis=-1)
+            return self.logits(nnx.relu(self.hidden(features))).astype(jnp.float32)  # [B, classes]
+        x = self._encode(inputs, mask, rng, train)
+        if self.head in ("lm", "token"):
+            return self.logits(x[:, self.num_extra:]).astype(jnp.float32)  # [B, N, vocab | classes]
+        return self.logits(nnx.relu(self.hidden(self._pool(x, mask)))).astype(jnp.float32)  # [B, classes]
+
+    def _pool(self, x, mask):
+        """x [B, L, E] -> [B, E]: the CLS vector, or the mean over real tokens."""
+        if self.pooling == "cls":
+            return x[:, 0]
+        w = mask.astype(x.dtype)[..., None]
+        return (x[:, self.num_extra:] * w).sum(1) / jnp.maximum(w.sum(1), 1)
+
+    def _encode(self, inputs, mask, rng, train):
+        """[B, N] ids and mask -> [B, L, E] final-normed activations (extra tokens first)."""
         B, N = inputs.shape
         x = self.embed(inputs)
         key_mask = mask.astype(bool)
@@ -176,15 +208,7 @@ class Transformer(nnx.Module):
         x = dropout(x, self.dropout_rate, rngs.pop() if rngs else None)
         for i, block in enumerate(self.blocks):
             x = block(x, key_mask, causal=self.head == "lm", rng=rngs[i] if rngs else None, train=train)
-        x = self.norm(x)
-        if self.head == "lm":
-            return self.logits(x[:, self.num_extra:]).astype(jnp.float32)  # [B, N, vocab]
-        if self.pooling == "cls":
-            pooled = x[:, 0]
-        else:
-            w = mask.astype(x.dtype)[..., None]
-            pooled = (x[:, self.num_extra:] * w).sum(1) / jnp.maximum(w.sum(1), 1)
-        return self.logits(nnx.relu(self.hidden(pooled))).astype(jnp.float32)  # [B, classes]
+        return self.norm(x)
 
 
 def _attn_dict(a) -> dict:

@@ -173,6 +173,10 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
         "cpu_time_s": time.process_time(),  # whole process, all threads: robust to a shared machine
         "devices": mesh.size,
     }
+    if head == "lm":  # nats per predicted token -> bits; byte-level tasks: bits per byte
+        results["test_bits_per_token"] = test["loss"] / math.log(2)
+        if task.vocab_size == 256:
+            results["test_bits_per_byte"] = results["test_bits_per_token"]
     if lead:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

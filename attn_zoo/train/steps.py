@@ -42,8 +42,13 @@ def create_state(model, tx):
 
 
 def loss_and_metrics(logits, batch, head):
-    """Weighted cross-entropy sums: classifier over examples, lm over next tokens."""
-    if head == "lm":
+    """Weighted cross-entropy sums: classifier/dual over examples, lm over next tokens, token over
+    the positions whose label is >= 0 (labels [B, N]; -1 = not scored)."""
+    if head == "token":
+        labels = batch["labels"]
+        weight = (labels >= 0) * batch["mask"] * batch["weight"][:, None]
+        labels = jnp.maximum(labels, 0)
+    elif head == "lm":
         logits, labels = logits[:, :-1], batch["inputs"][:, 1:]
         weight = batch["mask"][:, 1:] * batch["weight"][:, None]
     else:
