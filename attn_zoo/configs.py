@@ -16,6 +16,31 @@ import ml_collections
 PREFIX = "--config."
 
 
+def start(arg: str):
+    """Begin a task config from its `variant[,preset...]` argument: (config, spec, presets), with
+    config.attention holding the variant's name and every option at its default."""
+    from attn_zoo import attention
+
+    variant, *presets = [a.strip() for a in arg.split(",")]
+    spec = attention.get(variant)
+    config = ml_collections.ConfigDict()
+    config.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    return config, spec, presets
+
+
+def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
+    """Apply the named presets from `table`, and tie a variant's length-sized parameters (its
+    `spec.max_length` option) to the data length plus `extra_tokens` (CLS) and global tokens."""
+    for p in presets:
+        if p not in table:
+            raise ValueError(f"unknown preset {p!r} in '{where}'; presets: {', '.join(table)}")
+        table[p](config)
+    if spec.max_length is not None:
+        config.attention[spec.max_length] = (config.data.get_ref("max_length") + extra_tokens
+                                             + config.model.get_ref("num_global_tokens"))
+    return config
+
+
 def load(spec: str, overrides=()) -> ml_collections.ConfigDict:
     """`path.py[:arg]` -> locked ConfigDict with `overrides` (argv-style strings) applied."""
     path, _, arg = spec.partition(":")

@@ -13,18 +13,15 @@ Smoke (~20 s on CPU): attn-zoo train --config configs/bytelm.py:local,smoke --wo
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import attention, configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
+    c, spec, presets = configs.start(arg)
     if not spec.supports_causal:
         causal = [n for n in attention.names() if attention.get(n).supports_causal]
-        raise ValueError(f"bytelm is causal language modelling, but variant {variant!r} does not support "
-                         f"causal=True; causal variants: {', '.join(causal)}")
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+        raise ValueError(f"bytelm is causal language modelling, but variant {spec.name!r} does not "
+                         f"support causal=True; causal variants: {', '.join(causal)}")
     c.model = ml_collections.ConfigDict(dict(
         num_layers=4, emb_dim=256, qkv_dim=256, mlp_dim=1024, num_heads=4, dropout=0.1,
         attention_dropout=0.1, positions="sinusoidal", pooling="mean", num_global_tokens=0,
@@ -36,13 +33,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=32, num_steps=20_000, learning_rate=1e-3, schedule="cosine",
         warmup_steps=1000, weight_decay=0.1, grad_clip=1.0, eval_every=1000, log_every=100,
         checkpoint_every=1000, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'bytelm.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "bytelm.py:" + arg, extra_tokens=0)
 
 
 def _smoke(c):

@@ -11,14 +11,11 @@ Smoke (~15 s on CPU): attn-zoo train --config configs/copy.py:local,smoke --work
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=2, emb_dim=64, qkv_dim=64, mlp_dim=128, num_heads=2, dropout=0.0,
         attention_dropout=0.0, positions="sinusoidal", pooling="mean", num_global_tokens=0,
@@ -30,13 +27,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=32, num_steps=3000, learning_rate=2e-3, schedule="cosine",
         warmup_steps=200, weight_decay=0.0, grad_clip=1.0, eval_every=250, log_every=50,
         checkpoint_every=500, keep_checkpoints=2, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'copy.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "copy.py:" + arg)
 
 
 def _smoke(c):

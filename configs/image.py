@@ -14,14 +14,11 @@ Smoke (writes tiny stand-in pickles itself, ~20 s on CPU):
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=1, emb_dim=128, qkv_dim=64, mlp_dim=128, num_heads=8, dropout=0.3,
         attention_dropout=0.2, positions="learned", pooling="cls", num_global_tokens=0,
@@ -32,13 +29,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=256, num_steps=35_000, learning_rate=5e-4, schedule="cosine",
         warmup_steps=175, weight_decay=0.0, grad_clip=0.0, eval_every=1000, log_every=100,
         checkpoint_every=1000, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'image.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "image.py:" + arg)
 
 
 def _smoke(c):

@@ -17,14 +17,11 @@ expected test accuracy ~0.33 (dense) vs majority class 0.158 (experiments/result
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=4, emb_dim=512, qkv_dim=512, mlp_dim=1024, num_heads=8, dropout=0.1,
         attention_dropout=0.1, positions="sinusoidal", pooling="cls", num_global_tokens=0,
@@ -38,14 +35,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=32, num_steps=5000, learning_rate=0.05, schedule="rsqrt",
         warmup_steps=1000, weight_decay=0.1, grad_clip=0.0, eval_every=500, log_every=100,
         checkpoint_every=500, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'listops.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:  # variants with length-sized parameters follow the data length
-        c.attention[spec.max_length] = (c.data.get_ref("max_length") + 1
-                                        + c.model.get_ref("num_global_tokens"))
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "listops.py:" + arg)
 
 
 def _smoke(c):

@@ -15,14 +15,11 @@ Presets: smoke; hard|intermediate|baseline (difficulty); r64 (64x64, length 4096
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=4, emb_dim=32, qkv_dim=16, mlp_dim=32, num_heads=4, dropout=0.2,
         attention_dropout=0.1, positions="sinusoidal", pooling="mean", num_global_tokens=0,
@@ -38,13 +35,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=512, num_steps=62_400, learning_rate=1e-3, schedule="cosine",
         warmup_steps=312, weight_decay=0.0, grad_clip=0.0, eval_every=1000, log_every=100,
         checkpoint_every=1000, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'pathfinder.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:  # variants with length-sized parameters follow the data length
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "pathfinder.py:" + arg)
 
 
 def _smoke(c):

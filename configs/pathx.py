@@ -15,14 +15,11 @@ Smoke: attn-zoo train --config configs/pathx.py:local,smoke --workdir /tmp/px-sm
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=1, emb_dim=32, qkv_dim=16, mlp_dim=32, num_heads=2, dropout=0.1,
         attention_dropout=0.1, positions="learned", pooling="mean", num_global_tokens=0,
@@ -37,13 +34,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=64, num_steps=500_000, learning_rate=1e-3, schedule="cosine",
         warmup_steps=2500, weight_decay=0.0, grad_clip=1.0, eval_every=5000, log_every=500,
         checkpoint_every=5000, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'pathx.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "pathx.py:" + arg)
 
 
 def _smoke(c, resolution=32, count=100):

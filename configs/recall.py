@@ -18,14 +18,11 @@ Presets: smoke; short (length 256).
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=1, emb_dim=64, qkv_dim=32, mlp_dim=128, num_heads=2, dropout=0.0,
         attention_dropout=0.0, positions="sinusoidal", pooling="mean", num_global_tokens=0,
@@ -37,13 +34,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=8, num_steps=1000, learning_rate=1e-2, schedule="cosine",
         warmup_steps=50, weight_decay=0.0, grad_clip=1.0, eval_every=50, log_every=25,
         checkpoint_every=500, keep_checkpoints=2, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'recall.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "recall.py:" + arg)
 
 
 def _smoke(c):

@@ -17,14 +17,11 @@ Presets: smoke; lra_warmup (LRA's 8000 warmup steps, to reproduce its numbers).
 """
 import ml_collections
 
-from attn_zoo import attention
+from attn_zoo import configs
 
 
 def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
-    variant, *presets = [a.strip() for a in arg.split(",")]
-    spec = attention.get(variant)
-    c = ml_collections.ConfigDict()
-    c.attention = ml_collections.ConfigDict({"name": variant, **spec.defaults})
+    c, spec, presets = configs.start(arg)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=4, emb_dim=128, qkv_dim=128, mlp_dim=512, num_heads=4, dropout=0.1,
         attention_dropout=0.1, positions="sinusoidal", pooling="cls", num_global_tokens=0,
@@ -35,13 +32,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         seed=0, batch_size=32, num_steps=5000, learning_rate=0.05, schedule="rsqrt",
         warmup_steps=1000, weight_decay=0.1, grad_clip=0.0, eval_every=500, log_every=100,
         checkpoint_every=500, keep_checkpoints=3, multihost=False))
-    for p in presets:
-        if p not in PRESETS:
-            raise ValueError(f"unknown preset {p!r} in 'retrieval.py:{arg}'; presets: {', '.join(PRESETS)}")
-        PRESETS[p](c)
-    if spec.max_length is not None:
-        c.attention[spec.max_length] = c.data.get_ref("max_length") + 1 + c.model.get_ref("num_global_tokens")
-    return c
+    return configs.finish(c, spec, presets, PRESETS, "retrieval.py:" + arg)
 
 
 def _smoke(c):
