@@ -42,10 +42,17 @@ def useful_flops(row):
     if name in ("xla", "cudnn", "torch"):
         pairs = N * (N + 1) // 2 if row["causal"] else N * N
     else:
+        import jax
+
         spec = attention.get(name)
         if not spec.exact or N > 16384:
             return None
-        pairs = int(spec.pattern(N, N, causal=row["causal"], **row.get("options", {})).sum())
+        # The worker's rng, so variants with random patterns (bigbird) count what they computed.
+        pattern = spec.pattern(N, N, causal=row["causal"], rng=jax.random.PRNGKey(1),
+                               **row.get("options", {}))
+        if pattern is None:
+            return None
+        pairs = int(pattern.sum())
     return 4 * row["batch"] * row["heads"] * row["head_dim"] * pairs
 
 
@@ -227,6 +234,10 @@ def main(args):
         for n in lengths:
             row = run_one({**cfg, "length": n}, args.timeout)
             rows.append(row)
+            if args.out:  # raw rows as they come, so a long run is never lost
+                os.makedirs(args.out, exist_ok=True)
+                with open(os.path.join(args.out, f"{getattr(args, 'name', 'bench')}.jsonl"), "a") as f:
+                    f.write(json.dumps(row) + "\n")
             status = row.get("error") or f"fwd {row['fwd_s']:.3f}s fwd+bwd {row['fwdbwd_s']:.3f}s " \
                                          f"peak {row['fwdbwd_peak_mb']:.0f}MB"
             print(f"{name:>20} N={n:<6} {status}", flush=True)
