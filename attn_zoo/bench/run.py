@@ -188,22 +188,25 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(r["variant"] for r in rows):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    colors = plt.get_cmap("tab20")
+    for c, name in enumerate(names):
         ok = [r for r in rows if r["variant"] == name and "error" not in r]
         if not ok:
             continue
         n = [r["length"] for r in ok]
-        style = "--" if name in EXACT_BASELINES + ("torch",) else "-"
-        axes[0].plot(n, [r["fwdbwd_s"] for r in ok], style, marker="o", label=name)
-        axes[1].plot(n, [max(r["fwdbwd_peak_mb"], 1e-1) for r in ok], style, marker="o", label=name)
+        style = dict(linestyle="--" if name in EXACT_BASELINES + ("torch",) else "-",
+                     marker="osD^v<>ph*"[c % 10], color=colors(c % 20), label=name)
+        axes[0].plot(n, [r["fwdbwd_s"] for r in ok], **style)
+        axes[1].plot(n, [max(r["fwdbwd_peak_mb"], 1e-1) for r in ok], **style)
     for ax, label in zip(axes, ("forward+backward seconds", "peak memory MB (RSS)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[1].legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
