@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn_zoo.attention import masks
 from attn_zoo.attention.registry import register
@@ -86,7 +87,7 @@ def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern
 
 SPEC = register(
     "dense", family="dense", exact=True, supports_causal=True, impl=attention, defaults=DEFAULTS,
-    init_fn=init, pattern_fn=lambda L, S, **_: jnp.ones((L, S), dtype=bool),
+    init_fn=init, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
     complexity="O(N²)", description="Full softmax attention (the reference); score and normalizer options.",
     test_options=({}, {"score": "dot"}, {"score": "cosine"}, {"score": "additive", "additive_dim": 4},
                   {"normalize": "hard"}, {"normalize": "gumbel", "temperature": 0.5}),
