@@ -23,7 +23,7 @@ def test_crossover_is_first_length_from_which_variant_stays_faster():
 def test_tiny_run_writes_table_csv_and_plot(tmp_path):
     args = argparse.Namespace(variants="local", lengths="64", batch=1, heads=2, head_dim=8,
                               dtype="float32", causal=True, repeats=1, baselines="xla",
-                              timeout=300, out=str(tmp_path))
+                              timeout=300, out=str(tmp_path), name="bench", mode="attention")
     rows = bench.main(args)
     assert {r["variant"] for r in rows} == {"xla", "local"}
     assert all("error" not in r for r in rows), rows
@@ -37,3 +37,27 @@ def test_failed_worker_is_reported_and_the_run_goes_on():
     row = bench.run_one({"variant": "no_such_variant", "length": 8, "batch": 1, "heads": 1,
                          "head_dim": 4, "dtype": "float32", "causal": False, "repeats": 1}, 300)
     assert row["error"].startswith("failed"), row
+
+
+def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
+    args = argparse.Namespace(variants="local,dense", lengths="64,128", batch=2, repeats=1,
+                              config="configs/text.py:smoke", timeout=300, out=str(tmp_path),
+                              name="eff", mode="train-step")
+    rows = bench.main(args)
+    assert [r["variant"] for r in rows] == ["dense", "dense", "local", "local"]  # the reference first
+    assert all("error" not in r and r["step_s"] > 0 and r["num_params"] > 0 for r in rows), rows
+    text = (tmp_path / "eff.md").read_text()
+    assert "| local | 128 |" in text and "speedup vs dense" in text
+    assert (tmp_path / "eff.csv").read_text().count("\n") == 5
+    assert len((tmp_path / "eff.jsonl").read_text().splitlines()) == 4
+
+
+def test_lra_comparison_puts_the_papers_ratio_beside_ours():
+    from attn_zoo.bench import train_step
+
+    rows = [{"variant": "dense", "length": 4096, "step_s": 2.0},
+            {"variant": "performer", "length": 4096, "step_s": 0.25},
+            {"variant": "local", "length": 4096, "error": "out of memory"}]
+    text = "\n".join(train_step.lra_comparison(rows))
+    assert "| performer | 8.0× / 5.7× |" in text  # LRA: 8.0 / 1.4 steps/s
+    assert "| dense | 1.0× / 1.0× |" in text

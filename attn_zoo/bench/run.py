@@ -217,17 +217,32 @@ def write(rows, args, wall_s, gemm, out, name="bench"):
     text = report(rows, args, wall_s, gemm)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(text)
-    keys = sorted({k for r in rows for k in r})
-    with open(os.path.join(out, f"{name}.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
+    write_csv(rows, os.path.join(out, f"{name}.csv"))
     plot(rows, os.path.join(out, f"{name}.png"))
     return text
 
 
+def write_csv(rows, path):
+    keys = sorted({k for r in rows for k in r})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
+
+
+def save_rows(args, rows):
+    """Append raw rows to OUT/NAME.jsonl as they come, so a long run is never lost."""
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"{args.name}.jsonl"), "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def main(args):
+    if args.mode == "train-step":
+        from attn_zoo.bench import train_step
+        return train_step.main(args)
     lengths = [int(n) for n in args.lengths.split(",")]
     start = time.time()
     gemm = run_one({"variant": "gemm"}, args.timeout)
@@ -237,15 +252,12 @@ def main(args):
         for n in lengths:
             row = run_one({**cfg, "length": n}, args.timeout)
             rows.append(row)
-            if args.out:  # raw rows as they come, so a long run is never lost
-                os.makedirs(args.out, exist_ok=True)
-                with open(os.path.join(args.out, f"{getattr(args, 'name', 'bench')}.jsonl"), "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            save_rows(args, [row])
             status = row.get("error") or f"fwd {row['fwd_s']:.3f}s fwd+bwd {row['fwdbwd_s']:.3f}s " \
                                          f"peak {row['fwdbwd_peak_mb']:.0f}MB"
             print(f"{name:>20} N={n:<6} {status}", flush=True)
     text = report(rows, args, time.time() - start, gemm)
     if args.out:
-        write(rows, args, time.time() - start, gemm, args.out, getattr(args, "name", "bench"))
+        write(rows, args, time.time() - start, gemm, args.out, args.name)
     print(text)
     return rows

@@ -127,7 +127,10 @@ def measure_torch(cfg):
 
 def main(argv):
     cfg = json.loads(argv[1])
-    measure = {"torch": measure_torch, "gemm": measure_gemm}.get(cfg["variant"], measure_jax)
+    if cfg.get("mode") == "train-step":
+        from attn_zoo.bench.train_step import measure
+    else:
+        measure = {"torch": measure_torch, "gemm": measure_gemm}.get(cfg["variant"], measure_jax)
     print(json.dumps({**cfg, **measure(cfg)}), flush=True)
 
 

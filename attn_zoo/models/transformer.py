@@ -59,6 +59,13 @@ def _state_mask(spec, params, q, k, v, options):
     return tuple(out is not inp for out, inp in zip(jaxpr.outvars, jaxpr.invars))
 
 
+def extra_tokens(model_config) -> int:
+    """Tokens the model prepends to every input: a CLS vector (classifier heads pooling "cls") and
+    the learned global tokens; the attention sees max_length + extra_tokens positions."""
+    c = model_config
+    return int(c.head in ("classifier", "dual") and c.pooling == "cls") + c.num_global_tokens
+
+
 class SelfAttention(nnx.Module):
     """Q/K/V/out projections around `attention.get(name).apply`; the variant's params are Params."""
 
@@ -147,7 +154,7 @@ class Transformer(nnx.Module):
             raise ValueError(f"model.layer_attention has {len(layer_configs)} entries for "
                              f"{c.num_layers} layers; give one per layer or none")
         self.head, self.pooling, self.dropout_rate = c.head, c.pooling, c.dropout
-        self.num_extra = int(c.head in ("classifier", "dual") and c.pooling == "cls") + c.num_global_tokens
+        self.num_extra = extra_tokens(c)
         self.dtype = jnp.dtype(c.dtype)
         length = max_length + self.num_extra
         self.embed = nnx.Embed(vocab_size, c.emb_dim, dtype=self.dtype, rngs=rngs)

@@ -25,7 +25,7 @@ def select_variants(variants, config_spec, overrides=()):
     names = attention.names() if variants == "all" else [v for v in variants.split(",") if v]
     if variants != "all":
         return names
-    probe = configs.load(_spec_for(config_spec, "dense"), overrides)
+    probe = configs.load(variant_spec(config_spec, "dense"), overrides)
     if probe.model.get("head") in LM_HEADS:
         skipped = [n for n in names if not attention.get(n).supports_causal]
         if skipped:
@@ -34,7 +34,7 @@ def select_variants(variants, config_spec, overrides=()):
     return names
 
 
-def _spec_for(config_spec, variant):
+def variant_spec(config_spec, variant):
     path, _, arg = config_spec.partition(":")
     presets = [p for p in arg.split(",") if p]
     return f"{path}:{','.join([variant, *presets])}"
@@ -50,7 +50,7 @@ def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None):
             if os.path.exists(os.path.join(run_dir, "results.json")):
                 print(f"{name} seed {seed}: finished, summarizing {run_dir}")
                 continue
-            config = configs.load(_spec_for(config_spec, name),
+            config = configs.load(variant_spec(config_spec, name),
                                   [*overrides, f"--config.train.seed={seed}"])
             print(f"{name} seed {seed}: training in {run_dir}", flush=True)
             train_fn(config, run_dir)
