@@ -293,6 +293,23 @@ def test_synthesizer_formulas():
     g = jnp.stack([a[..., j % 5] * bb[..., j // 5] for j in range(N)], axis=-1)
     _close(run(p, mode="factorized_dense", hidden=6, factors=5), attend(g), "factorized dense")
 
+    # dense and factorized_random run on the tile engine: their gradients (to the synthesizer's
+    # parameters and to q, k, v) equal those through the explicit logits
+    ct = jax.random.normal(jax.random.PRNGKey(7), v.shape)
+    p = spec.init(RNG, q, k, v, mode="dense", max_length=24, hidden=6)
+
+    def explicit(p, q, k, v):
+        g = jnp.stack([mlp(per_head(p["mlp"], h), q[:, :, h])[..., :N] for h in range(H)], axis=1)
+        g = g + jnp.einsum("blhd,bshd->bhls", q, k) / np.sqrt(D)
+        return jnp.einsum("bhls,bshd->blhd", masks.masked_softmax(g, vis), v)
+
+    engine = lambda p, q, k, v: spec.apply(p, q, k, v, key_mask=km, causal=True, max_length=24,  # noqa: E731
+                                           mode="dense", hidden=6, mix_dot=True, block=8)
+    grads = [jax.grad(lambda *a: jnp.sum(f(*a) * ct), argnums=(0, 1, 2, 3))(p, q, k, v)
+             for f in (engine, explicit)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        _close(got, want, "dense synthesizer gradient")
+
     # fixed random matrices get no gradient; learned ones do
     p = spec.init(RNG, q, k, v, mode="random", max_length=24)
     for fixed in (False, True):

@@ -9,7 +9,9 @@ Synthetic logits G [B|1, H, L, S], per `mode`:
                      a = factors outputs and ⌈max_length/a⌉ outputs.
 With mix_dot, G + q·k/√D. Key mask and causal mask apply to the logits (masked softmax), so
 padded keys and the future get exact zeros. Learned L×S parameters cap the length: `max_length`
-(spec.max_length); longer inputs raise. O(N²) time and memory, like dense.
+(spec.max_length); longer inputs raise. O(N²) time. In `dense` and `factorized_random` modes G is
+itself a dot product (G = [h, 1]·[W2ᵀ, b2] with h the MLP's hidden layer; G = R1·R2ᵀ), so those
+run on the exact tile engine in O(N) memory; `random` and `factorized_dense` build G, O(N²).
 `init_scale` scales the initial synthetic parameters (0: G = 0, i.e. dense attention under mix_dot).
 """
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from attn_zoo.attention import block_sparse as bs
 from attn_zoo.attention import masks
 from attn_zoo.attention.registry import register
 
 F32 = jnp.float32
 MODES = ("dense", "random", "factorized_random", "factorized_dense")
 DEFAULTS = dict(mode="dense", max_length=512, hidden=64, factors=8, mix_dot=False, fixed=False,
-                init_scale=1.0)
+                init_scale=1.0, block=512)
+PRODUCT_MODES = ("dense", "factorized_random")  # G = q'·k'ᵀ: computed blockwise, never built
 
 
 def _mlp_init(rng, H, D, hidden, out, scale):
@@ -50,10 +54,35 @@ def init(rng, q, k, v, *, mode, max_length, hidden, factors, init_scale, **_):
     raise ValueError(f"synthesizer: mode must be one of {MODES}, got {mode!r}")
 
 
+def _hidden(p, q):
+    """The MLP's hidden layer: q [B, L, H, D] -> [B, L, H, hidden]."""
+    return jax.nn.relu(jnp.einsum("blhd,hde->blhe", q, p["w1"]) + p["b1"])
+
+
 def _mlp(p, q):
     """Per-token MLP over heads: q [B, L, H, D] -> [B, H, L, out]."""
-    h = jax.nn.relu(jnp.einsum("blhd,hde->bhle", q, p["w1"]) + p["b1"][:, None])
-    return jnp.einsum("bhle,heo->bhlo", h, p["w2"]) + p["b2"][:, None]
+    return jnp.einsum("blhe,heo->bhlo", _hidden(p, q), p["w2"]) + p["b2"][:, None]
+
+
+def product_form(params, q, k, *, mode, mix_dot, fixed):
+    """(q' [B, L, H, E], k' [B, S, H, E]) with G (+ q·k/√D under mix_dot) = q'·k'ᵀ, fp32."""
+    B, L, H, D = q.shape
+    S = k.shape[1]
+    if mode == "dense":
+        p = params["mlp"]
+        h = _hidden(p, q.astype(F32))
+        qs = jnp.concatenate([h, jnp.ones((B, L, H, 1), F32)], axis=-1)
+        ks = jnp.concatenate([p["w2"][:, :, :S], p["b2"][:, None, :S]], axis=1).transpose(2, 0, 1)
+    else:  # factorized_random
+        r1, r2 = params["r1"], params["r2"]
+        if fixed:
+            r1, r2 = jax.lax.stop_gradient(r1), jax.lax.stop_gradient(r2)
+        qs, ks = jnp.broadcast_to(r1[:, :L].transpose(1, 0, 2), (B, L, H, r1.shape[-1])), r2[:, :S].transpose(1, 0, 2)
+    ks = jnp.broadcast_to(ks[None], (B, *ks.shape))
+    if mix_dot:
+        qs = jnp.concatenate([qs, q.astype(F32) * D ** -0.5], axis=-1)
+        ks = jnp.concatenate([ks, k.astype(F32)], axis=-1)
+    return qs, ks
 
 
 def synthetic_logits(params, q, S, *, mode, factors, fixed, **_):
@@ -86,11 +115,19 @@ def update(params, q, k, v, *, key_mask=None, mode, fixed, **_):
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidden, factors,
-              mix_dot, fixed, init_scale):
+              mix_dot, fixed, init_scale, block):
     del rng, hidden, init_scale
     L, S = q.shape[1], k.shape[1]
     if max(L, S) > max_length:  # registry checks too; direct calls of this function get it here
         raise ValueError(f"synthesizer: built for length <= max_length={max_length}, got L={L}, S={S}")
+    if mode in PRODUCT_MODES:
+        qs, ks = product_form(params, q, k, mode=mode, mix_dot=mix_dot, fixed=fixed)
+        dlo = 0 if causal else -bs.BIG
+        out = bs.attention(
+            qs, ks, v.astype(F32), key_mask,
+            block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, bs.BIG),
+            mask_fn=bs.band_mask_fn(dlo, bs.BIG), block_q=block, block_k=block, scale=1.0)
+        return out.astype(q.dtype)
     g = synthetic_logits(params, q, S, mode=mode, factors=factors, fixed=fixed)
     if mix_dot:
         g = g + jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=F32) * q.shape[-1] ** -0.5
@@ -101,9 +138,10 @@ def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidde
 
 SPEC = register(
     "synthesizer", family="learned", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N²)",
+    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N²) time, O(N) memory (dense)",
     description="Synthesizer: logits from a per-token MLP or a learned (factorized) L×S matrix, optionally + q·k.",
-    test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True},
+    test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True, "block": 8},
+                  {"mode": "factorized_random", "max_length": 24, "factors": 4, "block": 8},
                   {"mode": "factorized_dense", "max_length": 24, "hidden": 8, "factors": 5}),
     bench_options={"mode": "factorized_random", "max_length": 16384, "factors": 32},
     exact_limit=lambda L, S: {"mode": "random", "max_length": max(L, S), "mix_dot": True,
