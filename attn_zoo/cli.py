@@ -37,6 +37,11 @@ def _cmd_bench(sub):
     p.add_argument("--timeout", type=float, default=900, help="seconds per (variant, length)")
     p.add_argument("--out", default=None, help="directory for NAME.md, NAME.csv, NAME.png")
     p.add_argument("--name", default="bench", help="file stem of the outputs")
+    p.add_argument("--mode", default="attention", choices=["attention", "train-step"],
+                   help="attention: the attention call alone; train-step: a whole model training "
+                        "step per variant (LRA's efficiency table)")
+    p.add_argument("--config", default="configs/text.py",
+                   help="train-step mode: the model's task config (byte inputs, 2 classes)")
 
     def run(args):
         from attn_zoo.bench import run as bench
@@ -70,12 +75,20 @@ def _cmd_eval(sub):
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    p.add_argument("--length", type=int, default=None,
+                   help="evaluate on inputs of this many tokens (length extrapolation); the result "
+                        "is also appended to WORKDIR/extrapolation.jsonl")
 
     def run(args):
         import json
 
         from attn_zoo import train
-        print(json.dumps(train.evaluate(args.workdir, args.split, args.checkpoint), indent=2))
+        try:
+            result = train.evaluate(args.workdir, args.split, args.checkpoint, length=args.length)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(result, indent=2))
 
     p.set_defaults(run=run)
 

@@ -34,7 +34,8 @@ class AttentionSpec:
       bench_options: the options the benchmark uses at long lengths.
       exact_limit: for approximate variants, `fn(L, S) -> options` under which the variant equals
         dense (e.g. Nyström with S landmarks); None when only an error bound is tested.
-      max_length: name of the option that caps the sequence length (learned L×S parameters), or None.
+      max_length: name of the option that caps the sequence length (learned L×S parameters), or None;
+        `length_limited` says whether there is one, `length_limit(**options)` its value.
       update: pure `fn(params, q, k, v, key_mask=..., **options) -> params` for non-gradient state.
       chosen_pattern: for data-dependent variants, `fn(params, q, k, v, *, key_mask, causal, rng,
         **options) -> bool [B, H, L, S]`, the pairs the variant computed for this input (pictures).
@@ -57,6 +58,16 @@ class AttentionSpec:
     needs_rng: bool = False
     update: Callable[..., Any] | None = None
     chosen_pattern: Callable[..., Any] | None = None
+
+    @property
+    def length_limited(self) -> bool:
+        """True when learned parameters tie the variant to a maximum length (its `max_length`
+        option): it cannot run on inputs longer than it was built for (no length extrapolation)."""
+        return self.max_length is not None
+
+    def length_limit(self, **options) -> int | None:
+        """The longest L and S the variant accepts under `options`; None when any length works."""
+        return self.options(**options)[self.max_length] if self.length_limited else None
 
     def options(self, **options) -> dict[str, Any]:
         """Defaults overridden by `options`; unknown names raise TypeError."""
@@ -84,7 +95,7 @@ class AttentionSpec:
             raise ValueError(f"causal=True needs L == S, got L={L}, S={S}")
         if key_mask is not None and tuple(key_mask.shape) != (B, S):
             raise ValueError(f"key_mask must be [B, S] = {[B, S]}, got {list(key_mask.shape)}")
-        if self.max_length is not None and max(L, S) > opts[self.max_length]:
+        if self.length_limited and max(L, S) > opts[self.max_length]:
             raise ValueError(
                 f"attention '{self.name}' was built for length <= {self.max_length}="
                 f"{opts[self.max_length]}, got L={L}, S={S}")

@@ -139,6 +139,21 @@ def read_tsv(path, max_length) -> Split:
     return Split(inputs=inputs, mask=mask, labels=np.asarray(labels, np.int32))
 
 
+def at_length(data_config, length: int) -> None:
+    """Make `data_config` (a copy, changed in place) describe the same data at `length` tokens.
+
+    Files read as they are (LRA's, or generated elsewhere) are re-read truncated at the new length.
+    Data the config generates (data.generate) is generated afresh in `<dir>-len<length>`, with
+    generator.min_length scaled like the length: the expressions grow with the inputs (the files
+    in data.dir, all shorter than the old length, would otherwise only be padded further).
+    """
+    if data_config.get("generate", False):
+        old = data_config.max_length
+        data_config.dir = f"{data_config.dir.rstrip('/')}-len{length}"
+        data_config.generator.min_length = data_config.generator.min_length * length // old
+    data_config.max_length = length
+
+
 def load(data_config) -> Task:
     """The three splits from data_config.dir (generated there first when data_config.generate)."""
     d = data_config.dir

@@ -20,17 +20,19 @@ import jax
 import ml_collections
 from flax import nnx
 
-from attn_zoo import data
+from attn_zoo import attention, data
 from attn_zoo.models import Transformer
+from attn_zoo.models.transformer import extra_tokens
 from attn_zoo.train import parallel, steps
 from attn_zoo.train.checkpoint import Checkpoints
 from attn_zoo.train.metrics import MetricsLog, Progress, peak_memory_mb
 
 
-def build(config, task):
-    """(graphdef, state, tx) for `config` on `task`, state on the host's default device."""
+def build(config, task, max_length=None):
+    """(graphdef, state, tx) for `config` on `task`, state on the host's default device; the model
+    takes inputs up to `max_length` tokens (default: the task's)."""
     model = Transformer(config.model, config.attention.to_dict(), vocab_size=task.vocab_size,
-                        num_classes=task.num_classes, max_length=task.max_length,
+                        num_classes=task.num_classes, max_length=max_length or task.max_length,
                         rngs=nnx.Rngs(config.train.seed))
     tx = steps.optimizer(config.train)
     graphdef, state = steps.create_state(model, tx)
@@ -200,17 +202,89 @@ def _check_finite(pending, ckpts) -> dict:
     return values
 
 
-def evaluate(workdir, split="test", checkpoint="best") -> dict:
-    """Evaluate a workdir's best (or latest) checkpoint on one split, with its config.json."""
+def evaluate(workdir, split="test", checkpoint="best", length=None) -> dict:
+    """Evaluate a workdir's best (or latest) checkpoint on one split, with its config.json.
+
+    length: evaluate the trained parameters on inputs of `length` tokens instead (length
+    extrapolation): the data config is moved to that length (`data.at_length`), the model rebuilt
+    for it and the checkpoint restored into it (a shorter length keeps the trained model). ValueError
+    when the task's length is fixed, an attention variant's length-sized parameters (its
+    `spec.max_length` option) or learned positions are too short (these from the config alone,
+    before any data is read), or any other parameter's shape depends on the length (before the
+    checkpoint is read). The result is also appended to <workdir>/extrapolation.jsonl.
+    """
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         config = ml_collections.ConfigDict(json.load(f))
+    trained_length = config.data.get("max_length")
+    if length is not None:
+        length = int(length)
+        config.data = data.at_length(config.data, length)  # refuses fixed-length tasks
+        _check_length(config, trained_length, length)
     task = data.load(config.data)
     mesh = parallel.data_mesh()
-    graphdef, state, _ = build(config, task)
-    restored = Checkpoints(workdir).restore(jax.device_put(state, parallel.replicated(mesh)),
-                                            best=checkpoint == "best")
+    # Shorter than trained: keep the trained model (learned positions and length-sized parameters
+    # are sliced to the input); longer: the model for the new length, whose shapes must match.
+    model_length = None if length is None else max(length, trained_length)
+    if length is not None and model_length != trained_length:
+        _check_shapes(config, task, trained_length, model_length)
+    graphdef, state, _ = build(config, task, model_length)
+    ckpts = Checkpoints(workdir)
+    restored = ckpts.restore(jax.device_put(state, parallel.replicated(mesh)), best=checkpoint == "best")
+    ckpts.close()
     if restored is None:
         raise FileNotFoundError(f"no {checkpoint} checkpoint in {workdir}")
     eval_step = jax.jit(steps.make_eval_step(graphdef, config.model.head))
     result = evaluate_split(eval_step, restored[0], task.splits[split], config.train.batch_size, mesh)
-    return {"split": split, "checkpoint": checkpoint, "step": int(restored[0]["step"]), **result}
+    out = {"split": split, "checkpoint": checkpoint, "step": int(restored[0]["step"])}
+    if length is None:
+        return {**out, **result}
+    out = {**out, "length": length, "trained_length": trained_length, "task": task.name,
+           "attention": config.attention.name, **result}
+    if config.model.head == "lm":
+        out["bits_per_token"] = result["loss"] / math.log(2)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "extrapolation.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(out) + "\n")
+    return out
+
+
+def _attention_configs(config) -> list[dict]:
+    """Every layer's attention config (name and options), as the model builds them."""
+    per_layer = [{"name": a} if isinstance(a, str) else dict(a) for a in config.model.layer_attention]
+    return per_layer or [config.attention.to_dict()]
+
+
+def _check_length(config, trained_length, length):
+    """Refuse, with the reason, a length the trained parameters cannot take (config only)."""
+    extra = extra_tokens(config.model)
+    need = length + extra
+    plus = f" + {extra} CLS/global token{'s' * (extra > 1)}" if extra else ""
+    for a in _attention_configs(config):
+        opts = dict(a)
+        spec = attention.get(opts.pop("name"))
+        limit = spec.length_limit(**opts)
+        if limit is not None and limit < need:
+            raise ValueError(
+                f"attention '{spec.name}' is tied to a maximum length: its learned parameters were "
+                f"built for attention.{spec.max_length}={limit} positions, and length {length}{plus} "
+                f"needs {need}; train with --config.data.max_length={length} to evaluate there")
+    if config.model.positions == "learned" and length > trained_length:
+        raise ValueError(
+            f"model.positions='learned': the trained position table has {trained_length + extra} rows "
+            f"(data.max_length={trained_length}{plus}), and length {length} needs {need}; learned "
+            f"positions do not extrapolate (sinusoidal ones do)")
+
+
+def _check_shapes(config, task, trained_length, length):
+    """Refuse when some parameter's shape depends on the model's length (tied to the trained one)."""
+    def shapes(n):
+        state = jax.eval_shape(lambda: build(config, task, n)[1]["params"])
+        return {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+    old, new = shapes(trained_length), shapes(length)
+    differ = [f"params{p} is {old[p]} at length {trained_length}, {new[p]} at {length}"
+              for p in old if p in new and old[p] != new[p]]
+    if differ or old.keys() != new.keys():
+        raise ValueError(
+            f"parameters whose shape depends on the input length tie this model to its training "
+            f"length (data.max_length={trained_length}): {'; '.join(differ) or 'the parameter tree differs'}")
