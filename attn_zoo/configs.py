@@ -41,6 +41,21 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
     return config
 
 
+# Pattern sizes for the CPU presets' 256-token sequences: the defaults' windows and blocks would
+# cover the whole sequence and make these variants compute dense attention.
+SHORT_OPTIONS = {"local": {"window": 32}, "longformer": {"window": 32}, "bigbird": {"block": 16}}
+
+
+def short_options(config, length: int) -> None:
+    """Pattern options for the small CPU presets (2 heads, `length` tokens)."""
+    name = config.attention.name
+    if name == "mixture":  # its default groups cover 8 heads; these models have 2
+        w = 32 if length <= 256 else 64
+        config.attention.groups = f"local(window={w})*1+strided(stride={w})*1"
+    elif length <= 256:
+        config.attention.update(SHORT_OPTIONS.get(name, {}))
+
+
 def load(spec: str, overrides=()) -> ml_collections.ConfigDict:
     """`path.py[:arg]` -> locked ConfigDict with `overrides` (argv-style strings) applied."""
     path, _, arg = spec.partition(":")

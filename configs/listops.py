@@ -13,7 +13,10 @@ Smoke run (generates 384 tiny rows itself, ~20-40 s on 2 CPU cores including com
   Expected: runs end to end; accuracy near chance (20 steps prove plumbing, not learning).
 Presets: smoke (above); small (2 layers, emb 64, 4 heads, max length 256, 5k generated rows,
 800 steps): `STEPS=800 experiments/listops_small.sh`, ~5-18 min per variant on 2 CPU cores;
-expected test accuracy ~0.33 (dense) vs majority class 0.158 (experiments/results/listops-small.md).
+expected test accuracy ~0.33 (dense) vs majority class 0.158 (experiments/results/listops-small.md);
+cpu (1 layer, emb 32, 2 heads, mean pooling, max length 256, 2000/300/300 generated rows, batch 16,
+200 steps; dense ~11 s per run on 2 CPU cores, test accuracy ~0.31 vs majority class 0.15), every
+variant: `bash experiments/lra_cpu.sh` (experiments/results/lra-cpu.md).
 """
 import ml_collections
 
@@ -54,4 +57,14 @@ def _small(c):
                    eval_every=100, log_every=50, checkpoint_every=200)
 
 
-PRESETS = {"smoke": _smoke, "small": _small}
+def _cpu(c):
+    c.model.update(num_layers=1, emb_dim=32, qkv_dim=32, mlp_dim=64, num_heads=2, dropout=0.0,
+                   attention_dropout=0.0, pooling="mean")  # 1 layer + CLS: only the CLS row would count
+    c.data.update(dir="runs/data/listops-cpu", max_length=256, generate=True)
+    c.data.generator.update(train=2000, val=300, test=300, min_length=32)
+    c.train.update(batch_size=16, num_steps=200, learning_rate=0.05, warmup_steps=50,
+                   eval_every=100, log_every=50, checkpoint_every=200)
+    configs.short_options(c, 256)
+
+
+PRESETS = {"smoke": _smoke, "small": _small, "cpu": _cpu}

@@ -11,7 +11,10 @@ Full run (GPU): attn-zoo train --config configs/pathfinder.py:dense --workdir ru
   Expected: ~71% test accuracy (LRA: Transformer 71.40, Performer 77.05, Local 66.63).
 Smoke (generates 100 images itself, ~20-40 s on 2 CPU cores):
     attn-zoo train --config configs/pathfinder.py:local,smoke --workdir /tmp/pf-smoke
-Presets: smoke; hard|intermediate|baseline (difficulty); r64 (64x64, length 4096).
+Presets: smoke; hard|intermediate|baseline (difficulty); r64 (64x64, length 4096); cpu (1 layer,
+emb 32, 2 heads, hard, 2000 generated images (~1 min), batch 8, 60 steps; dense ~20 s per run on 2
+CPU cores; accuracy stays at chance 0.5: far too few steps to learn Pathfinder, it shows that every
+variant trains at length 1024), used by experiments/lra_cpu.sh.
 """
 import ml_collections
 
@@ -45,6 +48,16 @@ def _smoke(c):
     c.train.update(batch_size=8, num_steps=3, warmup_steps=1, eval_every=3, log_every=1, checkpoint_every=3)
 
 
+def _cpu(c):
+    c.model.update(num_layers=1, emb_dim=32, qkv_dim=32, mlp_dim=32, num_heads=2, dropout=0.0,
+                   attention_dropout=0.0)
+    c.data.update(dir="runs/data/pathfinder32-cpu", difficulty="hard", generate=True)
+    c.data.generator.update(count=2000, shard_size=1000)
+    c.train.update(batch_size=8, num_steps=60, warmup_steps=6, eval_every=60, log_every=20,
+                   checkpoint_every=60)
+    configs.short_options(c, 1024)
+
+
 def _difficulty(name):
     def apply(c):
         c.data.difficulty = name
@@ -57,4 +70,4 @@ def _r64(c):
 
 
 PRESETS = {"smoke": _smoke, "hard": _difficulty("hard"), "intermediate": _difficulty("intermediate"),
-           "baseline": _difficulty("baseline"), "r64": _r64}
+           "baseline": _difficulty("baseline"), "r64": _r64, "cpu": _cpu}

@@ -14,7 +14,8 @@ cosine, clip 1.0: sized for a shared 2-core CPU. Every example is a pure functio
     attn-zoo train --config configs/recall.py:dense --workdir runs/recall-dense
   See experiments/results/recall.md for the measured curves (dense vs local vs linear on CPU).
 Smoke (~15 s on CPU): attn-zoo train --config configs/recall.py:local,smoke --workdir /tmp/recall-smoke
-Presets: smoke; short (length 256).
+Presets: smoke; short (length 256); cpu (length 256, 300 steps, 128/256 val/test examples; dense
+~10 s per run on 2 CPU cores, test accuracy ~0.15 vs chance 1/16), used by experiments/lra_cpu.sh.
 """
 import ml_collections
 
@@ -43,4 +44,10 @@ def _smoke(c):
     c.train.update(batch_size=8, num_steps=3, warmup_steps=1, eval_every=3, log_every=1, checkpoint_every=3)
 
 
-PRESETS = {"smoke": _smoke, "short": lambda c: c.data.update(max_length=256)}
+def _cpu(c):
+    c.data.update(max_length=256, val_size=128, test_size=256)
+    c.train.update(num_steps=300, eval_every=100, log_every=50, checkpoint_every=300)
+    configs.short_options(c, 256)
+
+
+PRESETS = {"smoke": _smoke, "short": lambda c: c.data.update(max_length=256), "cpu": _cpu}

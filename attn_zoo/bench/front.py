@@ -1,0 +1,95 @@
+"""The README's front table: registry features beside the committed CPU results, never typed by hand.
+
+Sources (all under experiments/results/, each naming the command that made it):
+  bench-cpu.csv       attention alone, fwd+bwd time and peak memory against jax.nn.dot_product_attention
+  efficiency-cpu.csv  a whole training step at LRA text sizes against `dense`
+  lra-cpu.csv         test accuracy on the CPU-sized tasks, mean ± std over seeds
+A variant missing from a source shows "—" there, and `missing(...)` names it (a test fails on it).
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+from attn_zoo.attention.registry import get, names
+
+START, END = "<!-- front:start -->", "<!-- front:end -->"
+ATTENTION_N, TRAIN_N = 8192, 4096
+TASKS = (("listops", "ListOps"), ("pathfinder", "Pathfinder-32"), ("recall", "recall"),
+         ("bytelm", "byte LM"))
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _ok(row, key):
+    return not row.get("error") and row.get(key) not in (None, "")
+
+
+def attention_ratios(rows, n=ATTENTION_N):
+    """{variant: (fwd+bwd speedup, memory ratio)} against xla at length n (one run's rows)."""
+    at = {r["variant"]: r for r in rows if int(r["length"]) == n and _ok(r, "fwdbwd_s")}
+    if "xla" not in at:
+        return {}
+    base = at["xla"]
+    return {v: (float(base["fwdbwd_s"]) / float(r["fwdbwd_s"]),
+                float(r["fwdbwd_peak_mb"]) / max(float(base["fwdbwd_peak_mb"]), 1e-9)) for v, r in at.items()}
+
+
+def train_ratios(rows, n=TRAIN_N):
+    """{variant: step speedup over dense} at length n."""
+    at = {r["variant"]: r for r in rows if int(r["length"]) == n and _ok(r, "step_s")}
+    if "dense" not in at:
+        return {}
+    return {v: float(at["dense"]["step_s"]) / float(r["step_s"]) for v, r in at.items()}
+
+
+def accuracies(rows):
+    """{(variant, task): 'mean ± std'} in percent."""
+    return {(r["variant"], r["task"]): f"{100 * float(r['mean']):.1f} ± {100 * float(r['std']):.1f}"
+            for r in rows}
+
+
+def table(results_dir) -> str:
+    attn = attention_ratios(_read(os.path.join(results_dir, "bench-cpu.csv")))
+    train = train_ratios(_read(os.path.join(results_dir, "efficiency-cpu.csv")))
+    acc = accuracies(_read(os.path.join(results_dir, "lra-cpu.csv")))
+    head = (["variant", "exact", "causal", "padding", "complexity",
+             f"attn fwd+bwd speedup @{ATTENTION_N // 1024}K", f"attn memory @{ATTENTION_N // 1024}K",
+             f"train step speedup @{TRAIN_N // 1024}K"] + [f"{label} acc %" for _, label in TASKS])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names():
+        spec = get(name)
+        speed, mem = attn.get(name, (None, None))
+        cells = [name, "yes" if spec.exact else "no", "yes" if spec.supports_causal else "no",
+                 "yes",  # key_mask: every registered variant passes the conformance suite's check
+                 spec.complexity,
+                 "—" if speed is None else f"{speed:.1f}×",
+                 "—" if mem is None else (f"1/{1 / mem:.0f}" if mem < 1 else f"{mem:.1f}"),
+                 "—" if name not in train else f"{train[name]:.1f}×"]
+        cells += [acc.get((name, task), "—") for task, _ in TASKS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def missing(results_dir) -> dict[str, list[str]]:
+    """Registered variants absent from each source (bytelm only asks for causal variants)."""
+    attn = attention_ratios(_read(os.path.join(results_dir, "bench-cpu.csv")))
+    train = train_ratios(_read(os.path.join(results_dir, "efficiency-cpu.csv")))
+    acc = accuracies(_read(os.path.join(results_dir, "lra-cpu.csv")))
+    out = {"bench-cpu.csv": [n for n in names() if n not in attn],
+           "efficiency-cpu.csv": [n for n in names() if n not in train]}
+    for task, _ in TASKS:
+        wanted = [n for n in names() if task != "bytelm" or get(n).supports_causal]
+        out[f"lra-cpu.csv ({task})"] = [n for n in wanted if (n, task) not in acc]
+    return {k: v for k, v in out.items() if v}
+
+
+def update_readme(text: str, results_dir: str) -> str:
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table(results_dir)}\n{END}{tail}"
