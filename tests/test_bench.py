@@ -1,6 +1,7 @@
 """The benchmark: crossover logic on known rows, and a tiny end-to-end run writing md/csv/png."""
 import argparse
 
+from attn_zoo import attention
 from attn_zoo.bench import run as bench
 
 
@@ -44,12 +45,14 @@ def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
                               config="configs/text.py:smoke", timeout=300, out=str(tmp_path),
                               name="eff", mode="train-step")
     rows = bench.main(args)
-    assert [r["variant"] for r in rows] == ["dense", "dense", "local", "local"]  # the reference first
+    # the reference and the no-attention ceiling first, even when not asked for
+    assert [r["variant"] for r in rows] == ["dense", "dense", "none", "none", "local", "local"]
     assert all("error" not in r and r["step_s"] > 0 and r["num_params"] > 0 for r in rows), rows
     text = (tmp_path / "eff.md").read_text()
     assert "| local | 128 |" in text and "speedup vs dense" in text
-    assert (tmp_path / "eff.csv").read_text().count("\n") == 5
-    assert len((tmp_path / "eff.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "eff.csv").read_text().count("\n") == 7
+    assert len((tmp_path / "eff.jsonl").read_text().splitlines()) == 6
+    assert "none" not in attention.names()  # registered in the worker process only
 
 
 def test_lra_comparison_puts_the_papers_ratio_beside_ours():

@@ -27,6 +27,18 @@ LRA_PUBLISHED = {
 }
 LRA_LENGTHS = (1024, 2048, 3072, 4096)
 REFERENCE = "dense"
+# The same model with attention replaced by out = v (projections, MLP, dropout, optimizer all kept):
+# what the rest of the step costs, so dense / none bounds every variant's speedup on this machine.
+CEILING = "none"
+
+
+def _register_ceiling():
+    from attn_zoo.attention import registry
+
+    if CEILING not in registry.names():
+        registry.register(CEILING, family="dense", exact=False, supports_causal=True,
+                          impl=lambda params, q, k, v, *, key_mask, causal, rng: v, defaults={},
+                          complexity="O(N)", description="no attention: out = v")
 
 
 def measure(cfg):
@@ -41,6 +53,8 @@ def measure(cfg):
     from attn_zoo.models.transformer import Transformer, extra_tokens
     from attn_zoo.train import steps
 
+    if cfg["variant"] == CEILING:
+        _register_ceiling()  # in this worker process only: never part of the registry users see
     config = configs.load(variant_spec(cfg["config"], cfg["variant"]), [f"--config.train.batch_size={cfg['batch']}"])
     n_in = cfg["length"] - extra_tokens(config.model)
     config.data.max_length = n_in  # options tied to the length follow it (configs.finish)
@@ -77,8 +91,8 @@ def configs_for(args):
     from attn_zoo import attention
 
     names = attention.names() if args.variants == "all" else [v for v in args.variants.split(",") if v]
-    if REFERENCE in names:  # the reference first, so a partial run still has it
-        names = [REFERENCE] + [n for n in names if n != REFERENCE]
+    # the reference and the ceiling first, so a partial run has them
+    names = [REFERENCE, CEILING] + [n for n in names if n not in (REFERENCE, CEILING)]
     base = dict(mode="train-step", config=args.config, batch=args.batch, repeats=args.repeats)
     return [(name, {**base, "variant": name}) for name in names]
 
@@ -95,7 +109,9 @@ def report(rows, args, wall_s):
         f"Model: `{args.config}` (LRA text: 4 layers, emb 256, qkv 256, mlp 1024, 4 heads) with each "
         f"variant's config options, batch {args.batch}, fp32; one AdamW step on a random batch, median of "
         f"{args.repeats} steps. N = the length the attention sees (input + CLS). Peak MB: process peak RSS "
-        "during the first step above RSS before it. Ratios: against `dense` at the same N, in this run.",
+        "during the first step above RSS before it. Ratios: against `dense` at the same N, in this run. "
+        f"`{CEILING}`: the same step with attention replaced by out = v; dense / {CEILING} bounds the speedup "
+        "any attention variant can reach in this model on this machine.",
         "", "| variant | N | compile s | step ms | steps/s | speedup vs dense | peak MB | memory vs dense |",
         "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -140,7 +156,8 @@ def lra_comparison(rows):
                 i = LRA_LENGTHS.index(n)
                 lra = f"{published[0][i] / LRA_PUBLISHED[REFERENCE][0][i]:.1f}×"
             cells.append(f"{per_n[n]:.1f}× / {lra}" if n in per_n else f"— / {lra}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        label = f"{name} (no attention: the ceiling)" if name == CEILING else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
