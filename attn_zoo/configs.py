@@ -35,6 +35,10 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
         if p not in table:
             raise ValueError(f"unknown preset {p!r} in '{where}'; presets: {', '.join(table)}")
         table[p](config)
+    if spec.name == "mixture" and config.attention.groups == spec.defaults["groups"]:
+        # the default groups cover 8 heads; any other head count gets the same split: half local
+        h = config.model.num_heads
+        config.attention.groups = (f"local(window=64)*{h - h // 2}" + (f"+strided(stride=64)*{h // 2}" if h > 1 else ""))
     if spec.max_length is not None:
         config.attention[spec.max_length] = (config.data.get_ref("max_length") + extra_tokens
                                              + config.model.get_ref("num_global_tokens"))
