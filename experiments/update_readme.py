@@ -1,8 +1,17 @@
-"""Regenerate the README's variant table from the registry: python experiments/update_readme.py"""
+"""Regenerate the README's generated tables: python experiments/update_readme.py
+
+The variant table comes from the registry; the front table from the registry and the committed
+result files in experiments/results/ (bench-cpu.csv, efficiency-cpu.csv, lra-cpu.csv).
+"""
 import pathlib
 
 from attn_zoo.attention import table
+from attn_zoo.bench import front
 
-readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-readme.write_text(table.update_readme(readme.read_text()))
+root = pathlib.Path(__file__).resolve().parents[1]
+readme = root / "README.md"
+text = table.update_readme(readme.read_text())
+readme.write_text(front.update_readme(text, str(root / "experiments" / "results")))
+for source, names in front.missing(str(root / "experiments" / "results")).items():
+    print(f"missing from {source}: {', '.join(names)}")
 print(f"updated {readme}")

@@ -3,6 +3,7 @@ import pathlib
 import re
 
 from attn_zoo.attention import table
+from attn_zoo.bench import front
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -12,7 +13,40 @@ def test_readme_variant_table_is_current():
     assert table.update_readme(text) == text, "run: python experiments/update_readme.py"
 
 
+def test_readme_front_table_is_current():
+    text = (ROOT / "README.md").read_text()
+    assert front.update_readme(text, str(ROOT / "experiments/results")) == text, \
+        "run: python experiments/update_readme.py"
+
+
+def test_every_registered_variant_is_in_the_committed_results():
+    """The README's front table is only as complete as its sources: every registered variant must
+    be in the attention benchmark, the training-step benchmark and the CPU accuracy table."""
+    assert front.missing(str(ROOT / "experiments/results")) == {}
+
+
+def test_front_table_ratios_come_from_one_runs_rows():
+    rows = [{"variant": "xla", "length": "8192", "fwdbwd_s": "8", "fwdbwd_peak_mb": "800"},
+            {"variant": "local", "length": "8192", "fwdbwd_s": "0.5", "fwdbwd_peak_mb": "40"},
+            {"variant": "dense", "length": "8192", "error": "out of memory"}]
+    assert front.attention_ratios(rows) == {"xla": (1.0, 1.0), "local": (16.0, 0.05)}
+    steps = [{"variant": "dense", "length": "4096", "step_s": "2"},
+             {"variant": "linear", "length": "4096", "step_s": "0.25"}]
+    assert front.train_ratios(steps) == {"dense": 1.0, "linear": 8.0}
+
+
 def test_ci_runs_the_readme_test_command():
     ci = [l for l in (ROOT / ".ci/run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
     readme = (ROOT / "README.md").read_text()
     assert len(ci) == 1 and ci[0] in re.findall(r"^(.*)$", readme, re.M), ci
+
+
+def test_an_update_run_replaces_its_variants_ratios(tmp_path):
+    def write(name, rows):
+        keys = ["variant", "length", "fwdbwd_s", "fwdbwd_peak_mb"]
+        (tmp_path / name).write_text("\n".join([",".join(keys)] + [",".join(r) for r in rows]) + "\n")
+
+    write("bench-cpu.csv", [("xla", "8192", "8", "800"), ("local", "8192", "1", "80"), ("linear", "8192", "2", "8")])
+    write("bench-cpu-update.csv", [("xla", "8192", "6", "600"), ("local", "8192", "0.5", "60")])
+    attn, _, _ = front._sources(str(tmp_path))
+    assert attn["local"] == (12.0, 0.1) and attn["linear"] == (4.0, 0.01)  # each within its own run

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from attn_zoo.attention.registry import get, names
 
-COLUMNS = ("name", "family", "exact", "causal", "complexity", "options")
+COLUMNS = ("name", "family", "exact", "causal", "length", "complexity", "options")
 
 
 def rows() -> list[dict[str, str]]:
@@ -13,6 +13,8 @@ def rows() -> list[dict[str, str]]:
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.defaults.items())) or "—"
         out.append({"name": name, "family": spec.family, "exact": "yes" if spec.exact else "no",
                     "causal": "yes" if spec.supports_causal else "no",
+                    # learned parameters sized by an option tie the variant to a maximum length
+                    "length": f"≤ {spec.max_length}" if spec.length_limited else "any",
                     "complexity": spec.complexity, "options": opts})
     return out
 

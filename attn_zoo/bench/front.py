@@ -5,6 +5,8 @@ Sources (all under experiments/results/, each naming the command that made it):
   efficiency-cpu.csv  a whole training step at LRA text sizes against `dense`
   lra-cpu.csv         test accuracy on the CPU-sized tasks, mean ± std over seeds
 A variant missing from a source shows "—" there, and `missing(...)` names it (a test fails on it).
+A later run of some variants (with its own baseline rows) goes to `<source>-update.csv`; its ratios,
+each computed within that run, replace the main file's for those variants.
 """
 from __future__ import annotations
 
@@ -54,11 +56,21 @@ def accuracies(rows):
             for r in rows}
 
 
+def _sources(results_dir):
+    """(attention ratios, train-step ratios, accuracies) from the committed files."""
+    def ratios(stem, fn):
+        out = {}
+        for path in (f"{stem}.csv", f"{stem}-update.csv"):  # each file's ratios are its own run's
+            out.update(fn(_read(os.path.join(results_dir, path))))
+        return out
+
+    return (ratios("bench-cpu", attention_ratios), ratios("efficiency-cpu", train_ratios),
+            accuracies(_read(os.path.join(results_dir, "lra-cpu.csv"))))
+
+
 def table(results_dir) -> str:
-    attn = attention_ratios(_read(os.path.join(results_dir, "bench-cpu.csv")))
-    train = train_ratios(_read(os.path.join(results_dir, "efficiency-cpu.csv")))
-    acc = accuracies(_read(os.path.join(results_dir, "lra-cpu.csv")))
-    head = (["variant", "exact", "causal", "padding", "complexity",
+    attn, train, acc = _sources(results_dir)
+    head = (["variant", "exact", "causal", "padding", "length", "complexity",
              f"attn fwd+bwd speedup @{ATTENTION_N // 1024}K", f"attn memory @{ATTENTION_N // 1024}K",
              f"train step speedup @{TRAIN_N // 1024}K"] + [f"{label} acc %" for _, label in TASKS])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -67,7 +79,7 @@ def table(results_dir) -> str:
         speed, mem = attn.get(name, (None, None))
         cells = [name, "yes" if spec.exact else "no", "yes" if spec.supports_causal else "no",
                  "yes",  # key_mask: every registered variant passes the conformance suite's check
-                 spec.complexity,
+                 f"≤ {spec.max_length}" if spec.length_limited else "any", spec.complexity,
                  "—" if speed is None else f"{speed:.1f}×",
                  "—" if mem is None else (f"1/{1 / mem:.0f}" if mem < 1 else f"{mem:.1f}"),
                  "—" if name not in train else f"{train[name]:.1f}×"]
@@ -78,9 +90,7 @@ def table(results_dir) -> str:
 
 def missing(results_dir) -> dict[str, list[str]]:
     """Registered variants absent from each source (bytelm only asks for causal variants)."""
-    attn = attention_ratios(_read(os.path.join(results_dir, "bench-cpu.csv")))
-    train = train_ratios(_read(os.path.join(results_dir, "efficiency-cpu.csv")))
-    acc = accuracies(_read(os.path.join(results_dir, "lra-cpu.csv")))
+    attn, train, acc = _sources(results_dir)
     out = {"bench-cpu.csv": [n for n in names() if n not in attn],
            "efficiency-cpu.csv": [n for n in names() if n not in train]}
     for task, _ in TASKS:
