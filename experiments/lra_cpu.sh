@@ -29,3 +29,5 @@ task() {  # generate the task's data (not timed with the runs), then its compare
 wait $lane1; wait $lane2
 python experiments/lra_table.py --root "$OUT" --out "${RESULTS:-experiments/results/lra-cpu}" --compare-args "$ARGS" \
   --command "${ENV}bash experiments/lra_cpu.sh"
+mkdir -p experiments/results/lra-cpu  # each task's leaderboard (per-run wall time, memory, params)
+for t in listops pathfinder recall bytelm; do cp "$OUT/$t/leaderboard.md" "experiments/results/lra-cpu/$t.md"; done

@@ -106,7 +106,7 @@ def build(tasks, machine, command, compare_args):
                              "steps_per_s": r["steps_per_sec"], "wall_s": r["wall_time_s"]})
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "Per task, best validation accuracy, parameters, steps/s, peak memory and wall time per "
-              "run: `<workdir>/leaderboard.md`; every cell above, with steps/s and mean wall s per run: "
+              "run: `lra-cpu/<task>.md` (each task's leaderboard.md); every cell above, with steps/s and mean wall s per run: "
               "`lra-cpu.csv`."]
     text = "\n".join(lines) + "\n"
     return text, csv_rows
