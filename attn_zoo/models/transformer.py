@@ -26,17 +26,14 @@ class AttentionState(nnx.Variable):
 
 
 def dropout(x, rate, rng):
-    """Inverted dropout; identity when rng is None (eval) or rate is 0.
-
-    Each random 32-bit word decides two elements (16 bits each): random bits dominate the cost of
-    dropout on CPU, and 1/65536 is fine resolution for a rate. The scale is the exact inverse of the
-    resulting keep probability, so the output is unbiased."""
+    """Inverted dropout; identity when rng is None (eval) or rate is 0."""
+    # Two 16-bit decisions per random word (bitcast uint32 -> uint16) halve the RNG cost on CPU,
+    # but made the 8-device data-parallel step miss XLA:CPU's collective rendezvous
+    # (test_eight_devices_match_one): kept as bernoulli until that is understood.
     if rng is None or rate == 0.0:
         return x
-    drop = round(rate * 65536)
-    words = jax.random.bits(rng, ((x.size + 1) // 2,), jnp.uint32)
-    u16 = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[: x.size].reshape(x.shape)
-    return jnp.where(u16 >= drop, x * (65536 / (65536 - drop)), 0).astype(x.dtype)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def sinusoidal(length, dim):
