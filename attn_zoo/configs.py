@@ -51,13 +51,15 @@ SHORT_OPTIONS = {"local": {"window": 32}, "longformer": {"window": 32}, "bigbird
 
 
 def short_options(config, length: int) -> None:
-    """Pattern options for the small CPU presets (2 heads, `length` tokens)."""
-    name = config.attention.name
-    if name == "mixture":  # its default groups cover 8 heads; these models have 2
-        w = 32 if length <= 256 else 64
-        config.attention.groups = f"local(window={w})*1+strided(stride={w})*1"
-    elif length <= 256:
-        config.attention.update(SHORT_OPTIONS.get(name, {}))
+    """Pattern options for the small CPU presets (2 heads) at `length` <= 256 tokens; longer inputs
+    keep the defaults (mixture's groups follow the head count in `finish`)."""
+    if length > 256:
+        return
+    if config.attention.name == "mixture":  # half local, half strided, as `finish` splits them
+        h = config.model.num_heads
+        config.attention.groups = f"local(window=32)*{h - h // 2}+strided(stride=32)*{h // 2}"
+    else:
+        config.attention.update(SHORT_OPTIONS.get(config.attention.name, {}))
 
 
 def load(spec: str, overrides=()) -> ml_collections.ConfigDict:

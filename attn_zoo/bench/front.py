@@ -43,11 +43,12 @@ def attention_ratios(rows, n=ATTENTION_N):
 
 
 def train_ratios(rows, n=TRAIN_N):
-    """{variant: step speedup over dense} at length n."""
-    at = {r["variant"]: r for r in rows if int(r["length"]) == n and _ok(r, "step_s")}
-    if "dense" not in at:
-        return {}
-    return {v: float(at["dense"]["step_s"]) / float(r["step_s"]) for v, r in at.items()}
+    """{variant: step speedup over dense} at length n (train_step.speedups on the CSV's rows)."""
+    from attn_zoo.bench.train_step import speedups
+
+    parsed = [{"variant": r["variant"], "length": int(r["length"]), "step_s": float(r["step_s"])}
+              for r in rows if _ok(r, "step_s")]
+    return {v: per_n[n] for v, per_n in speedups(parsed).items() if n in per_n}
 
 
 def accuracies(rows):
