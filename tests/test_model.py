@@ -127,3 +127,19 @@ def test_dropout_drops_at_its_rate_and_is_unbiased():
     assert abs(y.mean() - 1.0) < 0.006  # inverted dropout: the expectation is the input
     assert not np.array_equal(kept, np.asarray(dropout(x, 0.1, jax.random.key(4))) != 0)
     assert dropout(x, 0.1, None) is x and dropout(x, 0.0, jax.random.key(3)) is x
+
+
+def test_dropout_mask_is_a_fresh_uncorrelated_stream_per_key():
+    from attn_zoo.models.dropout import _index_words, hash_bits
+
+    u = np.asarray(hash_bits(jax.random.key(0), (1 << 18,))) / 2**32
+    w = np.asarray(hash_bits(jax.random.key(1), (1 << 18,))) / 2**32
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    for lag in (1, 64, 4096):  # neighbours along any axis of a flattened array
+        assert abs(np.corrcoef(u[:-lag], u[lag:])[0, 1]) < 0.01
+    assert abs(np.corrcoef(u, w)[0, 1]) < 0.01
+    np.testing.assert_array_equal(u, np.asarray(hash_bits(jax.random.key(0), (1 << 18,))) / 2**32)
+    # arrays past 2^32 elements split their index into two words; every element keeps its own pair
+    lo, hi = _index_words((3, 5, 7), limit=40)
+    pairs = set(zip(np.asarray(lo).ravel().tolist(), np.asarray(hi).ravel().tolist()))
+    assert len(pairs) == 3 * 5 * 7

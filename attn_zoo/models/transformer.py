@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from attn_zoo import attention
+from attn_zoo.models.dropout import dropout
 
 
 HEADS = ("classifier", "dual", "token", "lm")
@@ -23,17 +24,6 @@ HEADS = ("classifier", "dual", "token", "lm")
 
 class AttentionState(nnx.Variable):
     """Non-gradient attention state (e.g. k-means centroids), changed only by `spec.update`."""
-
-
-def dropout(x, rate, rng):
-    """Inverted dropout; identity when rng is None (eval) or rate is 0."""
-    # Two 16-bit decisions per random word (bitcast uint32 -> uint16) halve the RNG cost on CPU,
-    # but made the 8-device data-parallel step miss XLA:CPU's collective rendezvous
-    # (test_eight_devices_match_one): kept as bernoulli until that is understood.
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def sinusoidal(length, dim):
