@@ -40,6 +40,28 @@ def test_failed_worker_is_reported_and_the_run_goes_on():
     assert row["error"].startswith("failed"), row
 
 
+def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_one(cfg, timeout):
+        calls.append((cfg["variant"], cfg.get("length")))
+        if cfg["variant"] == "gemm":
+            return {"variant": "gemm", "gemm_gflops": 100.0}
+        error = "out of memory" if cfg["variant"] == "local" else "failed: something else"
+        return {**cfg, "error": error}
+
+    monkeypatch.setattr(bench, "run_one", fake_run_one)
+    args = argparse.Namespace(variants="local", lengths="128,64,256", batch=1, heads=1, head_dim=4,
+                              dtype="float32", causal=False, repeats=1, baselines="xla",
+                              timeout=9, out=str(tmp_path), name="b", mode="attention")
+    rows = bench.main(args)
+    assert ("local", 64) in calls and ("local", 128) not in calls  # lengths run shortest first
+    assert [c for c in calls if c[0] == "xla"] == [("xla", 64), ("xla", 128), ("xla", 256)]
+    local = {r["length"]: r["error"] for r in rows if r["variant"] == "local"}
+    assert local == {64: "out of memory", 128: "not run: out of memory at N=64",
+                     256: "not run: out of memory at N=64"}
+
+
 def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
     args = argparse.Namespace(variants="local,dense", lengths="64", batch=2, repeats=1,
                               config="configs/text.py:smoke", timeout=300, out=str(tmp_path),

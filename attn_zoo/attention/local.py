@@ -1,12 +1,12 @@
 """`local`: sliding-window attention, query i sees keys with |i - j| <= window.
 
-Causal: 0 <= i - j <= window. Each query block is computed against only the key blocks its band
-touches (the exact band masked inside each tile) by the block-sparse engine, so time and memory
-are O(N·window); no L×S matrix is ever built. Any length works (internal padding, masked).
+Causal: 0 <= i - j <= window. Each query block is computed against the one contiguous key span
+its band touches (the exact band masked inside the tile) by the band engine (`band.py`), so time
+and memory are O(N·window); no L×S matrix is ever built. Any length works (internal padding, masked).
 """
 from __future__ import annotations
 
-from attn_zoo.attention import block_sparse as bs
+from attn_zoo.attention import band
 from attn_zoo.attention import masks
 from attn_zoo.attention.registry import register
 
@@ -22,10 +22,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, window, block):
     if window < 0:
         raise ValueError(f"local: window must be >= 0, got {window}")
     dlo, dhi = _band(window, causal)
-    return bs.attention(
-        q, k, v, key_mask,
-        block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
-        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=block, block_k=block)
+    return band.attention(q, k, v, key_mask, dlo=dlo, dhi=dhi, block=block)
 
 
 def pattern(L, S, *, causal, window, **_):
@@ -35,7 +32,7 @@ def pattern(L, S, *, causal, window, **_):
 SPEC = register(
     "local", family="pattern", exact=True, supports_causal=True, impl=attention,
     defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N·w)",
-    description="Sliding window |i−j| ≤ window, computed on the band's tiles only.",
+    description="Sliding window |i−j| ≤ window, one key span per query block.",
     test_options=({"window": 3, "block": 8}, {"window": 10, "block": 4}),
     bench_options={"window": 256, "block": 128},
 )

@@ -243,14 +243,21 @@ def main(args):
     if args.mode == "train-step":
         from attn_zoo.bench import train_step
         return train_step.main(args)
-    lengths = [int(n) for n in args.lengths.split(",")]
+    lengths = sorted(int(n) for n in args.lengths.split(","))
     start = time.time()
     gemm = run_one({"variant": "gemm"}, args.timeout)
     print(f"fp32 GEMM rate: {gemm.get('gemm_gflops', float('nan')):.0f} GFLOP/s", flush=True)
     rows = []
     for name, cfg in configs(args):
+        ended = None  # lengths are run in increasing order: past a timeout or OOM, longer ones would fail too
         for n in lengths:
-            row = run_one({**cfg, "length": n}, args.timeout)
+            if ended:
+                row = {**cfg, "length": n, "error": f"not run: {ended}"}
+            else:
+                row = run_one({**cfg, "length": n}, args.timeout)
+                err = row.get("error", "")
+                if err.startswith(("timeout", "out of memory")):
+                    ended = f"{err} at N={n}"
             rows.append(row)
             save_rows(args, [row])
             status = row.get("error") or f"fwd {row['fwd_s']:.3f}s fwd+bwd {row['fwdbwd_s']:.3f}s " \

@@ -1,0 +1,120 @@
+"""Exact banded attention: query i sees key j iff dlo <= i - j <= dhi (plus key_mask).
+
+The band engine behind `local`. Queries are cut into blocks of `block`; block i sees one
+contiguous key span [i·b - dhi, i·b + b - dlo), so each block is a single [b, b + dhi - dlo]
+tile against a static band mask: a plain softmax, no online rescaling, no per-tile loop or
+branch (the general block-sparse engine pays those on every tile). Memory O(N·D + b·span) in the
+forward and the backward pass: a custom VJP recomputes each tile from the saved log-sum-exp.
+
+Layout inside: [B, H, N, D]; keys are padded by the band on both sides (padding is masked).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_zoo.attention import masks
+
+F32 = jnp.float32
+
+
+def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float | None = None):
+    """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv], key_mask [B, S] bool or None -> [B, L, H, Dv].
+
+    Query position i sees key position j iff dlo <= i - j <= dhi (dlo <= dhi, both finite).
+    """
+    B, L, H, D = q.shape
+    S, Dv = k.shape[1], v.shape[-1]
+    b = max(1, min(block, -(-L // 8) * 8))
+    nq = -(-L // b)
+    span = b + dhi - dlo
+    # padded key coordinates: c = j + dhi; block i reads [i·b, i·b + span)
+    right = max(0, nq * b + span - dhi - S)
+    kmask = masks.key_mask_or_ones(key_mask, B, S)
+    kmask = jnp.pad(kmask, ((0, 0), (dhi, right)))  # [B, Sp], pads invisible
+    heads_first = lambda x, before, after: jnp.pad(  # noqa: E731
+        x.transpose(0, 2, 1, 3), ((0, 0), (0, 0), (before, after), (0, 0)))
+    qb = heads_first(q, 0, nq * b - L).reshape(B, H, nq, b, D)
+    kp, vp = heads_first(k, dhi, right), heads_first(v, dhi, right)
+    r = np.arange(b)[:, None]
+    c = np.arange(span)[None, :]
+    band = (c >= r) & (c <= r + dhi - dlo)  # static [b, span]: i - j within [dlo, dhi]
+    scale = D ** -0.5 if scale is None else scale
+    out = _kernel(band, b=b, span=span, scale=float(scale))(qb, kp, vp, kmask)
+    return out.reshape(B, H, nq * b, Dv)[:, :, :L].transpose(0, 2, 1, 3).astype(q.dtype)
+
+
+def _kernel(band, *, b, span, scale):
+    """Custom-VJP kernel on qb [B, H, nq, b, D], kp/vp [B, H, Sp, D], kmask [B, Sp]."""
+
+    def bias(kmask, start, transposed=False):
+        """fp32 additive mask of one tile: 0 where visible, -inf elsewhere; [B, 1, b, span]."""
+        km = jax.lax.dynamic_slice_in_dim(kmask, start, span, 1)
+        vis = jnp.asarray(band)[None, None] & km[:, None, None, :]
+        if transposed:
+            vis = jnp.swapaxes(vis, -1, -2)
+        return jnp.where(vis, 0.0, -jnp.inf).astype(F32)
+
+    def span_of(x, start, axis):
+        return jax.lax.dynamic_slice_in_dim(x, start, span, axis)
+
+    def forward(qb, kp, vp, kmask):
+        kt = jnp.swapaxes(kp, -1, -2)  # [B, H, D, Sp]: plain (non-transposed) matmuls on XLA:CPU
+
+        def q_block(i):
+            s = jnp.einsum("bhqd,bhdk->bhqk", qb[:, :, i], span_of(kt, i * b, 3),
+                           preferred_element_type=F32) * scale + bias(kmask, i * b)
+            m = jnp.max(s, axis=-1)
+            m_safe = jnp.where(jnp.isfinite(m), m, 0.0)
+            p = jnp.exp(s - m_safe[..., None])
+            l = jnp.sum(p, axis=-1)
+            o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vp.dtype), span_of(vp, i * b, 2),
+                           preferred_element_type=F32)
+            o = o / jnp.where(l > 0, l, 1.0)[..., None]
+            lse = jnp.where(l > 0, m_safe + jnp.log(jnp.where(l > 0, l, 1.0)), -jnp.inf)
+            return o.astype(vp.dtype), lse
+
+        out, lse = jax.lax.map(q_block, jnp.arange(qb.shape[2]))  # [nq, B, H, b, ...]
+        return jnp.moveaxis(out, 0, 2), jnp.moveaxis(lse, 0, 2)
+
+    def backward(qb, kp, vp, kmask, out, lse, dout):
+        delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1)  # [B, H, nq, b]
+        lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no visible key: p == 0 anyway
+        qt, dot = jnp.swapaxes(qb, -1, -2), jnp.swapaxes(dout, -1, -2)  # [B, H, nq, D, b]
+        kt = jnp.swapaxes(kp, -1, -2)
+
+        def step(carry, i):
+            dk, dv = carry  # [B, H, Sp, D] fp32, accumulated over overlapping spans
+            start = i * b
+            kj, vj, ktj = span_of(kp, start, 2), span_of(vp, start, 2), span_of(kt, start, 3)
+            st = jnp.einsum("bhkd,bhdq->bhkq", kj, qt[:, :, i], preferred_element_type=F32) * scale
+            pt = jnp.exp(st + bias(kmask, start, transposed=True) - lse[:, :, i][:, :, None, :])
+            dvj = jnp.einsum("bhkq,bhqd->bhkd", pt.astype(dout.dtype), dout[:, :, i],
+                             preferred_element_type=F32)
+            dpt = jnp.einsum("bhkd,bhdq->bhkq", vj, dot[:, :, i], preferred_element_type=F32)
+            dst = (pt * (dpt - delta[:, :, i][:, :, None, :]) * scale).astype(qb.dtype)
+            dkj = jnp.einsum("bhkq,bhqd->bhkd", dst, qb[:, :, i], preferred_element_type=F32)
+            dqt = jnp.einsum("bhdk,bhkq->bhdq", ktj, dst, preferred_element_type=F32)
+            dk = jax.lax.dynamic_update_slice_in_dim(dk, span_of(dk, start, 2) + dkj, start, 2)
+            dv = jax.lax.dynamic_update_slice_in_dim(dv, span_of(dv, start, 2) + dvj, start, 2)
+            return (dk, dv), dqt
+
+        zeros = (jnp.zeros(kp.shape, F32), jnp.zeros(vp.shape, F32))
+        (dk, dv), dqt = jax.lax.scan(step, zeros, jnp.arange(qb.shape[2]))
+        dq = jnp.swapaxes(jnp.moveaxis(dqt, 0, 2), -1, -2)
+        return dq.astype(qb.dtype), dk.astype(kp.dtype), dv.astype(vp.dtype)
+
+    @jax.custom_vjp
+    def kernel(qb, kp, vp, kmask):
+        return forward(qb, kp, vp, kmask)[0]
+
+    def kernel_fwd(qb, kp, vp, kmask):
+        out, lse = forward(qb, kp, vp, kmask)
+        return out, (qb, kp, vp, kmask, out, lse)
+
+    def kernel_bwd(res, dout):
+        return (*backward(*res, dout), None)
+
+    kernel.defvjp(kernel_fwd, kernel_bwd)
+    return kernel
