@@ -19,10 +19,13 @@ from attn_zoo.attention import masks
 F32 = jnp.float32
 
 
-def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float | None = None):
+def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float | None = None,
+              return_lse: bool = False):
     """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv], key_mask [B, S] bool or None -> [B, L, H, Dv].
 
     Query position i sees key position j iff dlo <= i - j <= dhi (dlo <= dhi, both finite).
+    return_lse: also return the differentiable fp32 log-sum-exp [B, L, H] (-inf: no visible key),
+    to merge with attention over other keys (`block_sparse.merge`).
     """
     B, L, H, D = q.shape
     S, Dv = k.shape[1], v.shape[-1]
@@ -41,8 +44,11 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
     c = np.arange(span)[None, :]
     band = (c >= r) & (c <= r + dhi - dlo)  # static [b, span]: i - j within [dlo, dhi]
     scale = D ** -0.5 if scale is None else scale
-    out = _kernel(band, b=b, span=span, scale=float(scale))(qb, kp, vp, kmask)
-    return out.reshape(B, H, nq * b, Dv)[:, :, :L].transpose(0, 2, 1, 3).astype(q.dtype)
+    out, lse = _kernel(band, b=b, span=span, scale=float(scale))(qb, kp, vp, kmask)
+    out = out.reshape(B, H, nq * b, Dv)[:, :, :L].transpose(0, 2, 1, 3).astype(q.dtype)
+    if not return_lse:
+        return out
+    return out, lse.reshape(B, H, nq * b)[:, :, :L].transpose(0, 2, 1)
 
 
 def _kernel(band, *, b, span, scale):
@@ -78,8 +84,9 @@ def _kernel(band, *, b, span, scale):
         out, lse = jax.lax.map(q_block, jnp.arange(qb.shape[2]))  # [nq, B, H, b, ...]
         return jnp.moveaxis(out, 0, 2), jnp.moveaxis(lse, 0, 2)
 
-    def backward(qb, kp, vp, kmask, out, lse, dout):
-        delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1)  # [B, H, nq, b]
+    def backward(qb, kp, vp, kmask, out, lse, dout, dlse):
+        # d lse_i / d s_ij = p_ij, so a cotangent on lse shifts delta: ds = p (dp - delta + dlse).
+        delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1) - dlse  # [B, H, nq, b]
         lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no visible key: p == 0 anyway
         qt, dot = jnp.swapaxes(qb, -1, -2), jnp.swapaxes(dout, -1, -2)  # [B, H, nq, D, b]
         kt = jnp.swapaxes(kp, -1, -2)
@@ -107,14 +114,15 @@ def _kernel(band, *, b, span, scale):
 
     @jax.custom_vjp
     def kernel(qb, kp, vp, kmask):
-        return forward(qb, kp, vp, kmask)[0]
+        return forward(qb, kp, vp, kmask)
 
     def kernel_fwd(qb, kp, vp, kmask):
         out, lse = forward(qb, kp, vp, kmask)
-        return out, (qb, kp, vp, kmask, out, lse)
+        return (out, lse), (qb, kp, vp, kmask, out, lse)
 
-    def kernel_bwd(res, dout):
-        return (*backward(*res, dout), None)
+    def kernel_bwd(res, cts):
+        dout, dlse = cts
+        return (*backward(*res, dout, dlse.astype(F32)), None)
 
     kernel.defvjp(kernel_fwd, kernel_bwd)
     return kernel

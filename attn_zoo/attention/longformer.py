@@ -3,7 +3,7 @@
 A global position sees every key and is seen by every query (causal: only j <= i either way).
 Global positions are the first `num_global` (the model's prepended global tokens, or CLS at 0)
 or, when `global_indices` is non-empty, exactly those positions (existing tokens). Three parts,
-none of them L×S: the band blockwise (as `local`), all queries against the G global keys
+none of them L×S: the band on the band engine (as `local`), all queries against the G global keys
 outside their band (merged with the band by log-sum-exp), and the G global queries against
 all keys (written over their rows). Cost O(N·(window + G)).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attn_zoo.attention import band as band_engine
 from attn_zoo.attention import block_sparse as bs
 from attn_zoo.attention import masks
 from attn_zoo.attention import sparse_common
@@ -38,10 +39,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, window, num_global, glo
         raise ValueError(f"longformer: window must be >= 0, got {window}")
     L, S = q.shape[1], k.shape[1]
     dlo, dhi = (0 if causal else -window), window
-    band = bs.attention(
-        q, k, v, key_mask,
-        block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
-        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=block, block_k=block, return_lse=True)
+    band = band_engine.attention(q, k, v, key_mask, dlo=dlo, dhi=dhi, block=block, return_lse=True)
     out = band[0]
     gk = global_positions(S, num_global, global_indices)
     if len(gk):  # global columns outside each query's band (inside it the band has them)
