@@ -38,6 +38,14 @@ def test_failed_worker_is_reported_and_the_run_goes_on():
     row = bench.run_one({"variant": "no_such_variant", "length": 8, "batch": 1, "heads": 1,
                          "head_dim": 4, "dtype": "float32", "causal": False, "repeats": 1}, 300)
     assert row["error"].startswith("failed"), row
+    assert "no_such_variant" in row["error"], row  # the exception line, not JAX's traceback notice
+
+
+def test_a_length_limited_variant_past_its_limit_reports_the_limit():
+    row = bench.run_one({"variant": "linformer", "length": 64, "batch": 1, "heads": 1, "head_dim": 4,
+                         "dtype": "float32", "causal": False, "repeats": 1,
+                         "options": {"max_length": 32, "proj_dim": 8}}, 300)
+    assert row["error"].startswith("failed: ValueError") and "max_length=32" in row["error"], row
 
 
 def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):

@@ -12,11 +12,19 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 
 EXACT_BASELINES = ("xla", "cudnn", "dense", "blockwise")
+
+
+def _last_error(stderr):
+    """The exception line of a worker's traceback (JAX prints a notice after it), else the last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return (errors or lines or [""])[-1]
 
 
 def run_one(cfg, timeout):
@@ -28,9 +36,8 @@ def run_one(cfg, timeout):
     except subprocess.TimeoutExpired:
         return {**cfg, "error": f"timeout > {timeout:.0f}s"}
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [""]
         oom = proc.returncode in (-9, 137) or "RESOURCE_EXHAUSTED" in proc.stderr or "MemoryError" in proc.stderr
-        return {**cfg, "error": "out of memory" if oom else f"failed: {tail[0][:200]}"}
+        return {**cfg, "error": "out of memory" if oom else f"failed: {_last_error(proc.stderr)[:200]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
