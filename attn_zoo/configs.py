@@ -28,6 +28,12 @@ def start(arg: str):
     return config, spec, presets
 
 
+def mixture_groups(heads: int, span: int) -> str:
+    """Mixture's head split for `heads` heads: half local(window=span), half strided(stride=span)."""
+    groups = f"local(window={span})*{heads - heads // 2}"
+    return groups + (f"+strided(stride={span})*{heads // 2}" if heads > 1 else "")
+
+
 def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
     """Apply the named presets from `table`, and tie a variant's length-sized parameters (its
     `spec.max_length` option) to the data length plus `extra_tokens` (CLS) and global tokens."""
@@ -36,9 +42,8 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
             raise ValueError(f"unknown preset {p!r} in '{where}'; presets: {', '.join(table)}")
         table[p](config)
     if spec.name == "mixture" and config.attention.groups == spec.defaults["groups"]:
-        # the default groups cover 8 heads; any other head count gets the same split: half local
-        h = config.model.num_heads
-        config.attention.groups = (f"local(window=64)*{h - h // 2}" + (f"+strided(stride=64)*{h // 2}" if h > 1 else ""))
+        # the default groups cover 8 heads; any other head count gets the same split
+        config.attention.groups = mixture_groups(config.model.num_heads, 64)
     if spec.max_length is not None:
         config.attention[spec.max_length] = (config.data.get_ref("max_length") + extra_tokens
                                              + config.model.get_ref("num_global_tokens"))
@@ -55,9 +60,8 @@ def short_options(config, length: int) -> None:
     keep the defaults (mixture's groups follow the head count in `finish`)."""
     if length > 256:
         return
-    if config.attention.name == "mixture":  # half local, half strided, as `finish` splits them
-        h = config.model.num_heads
-        config.attention.groups = f"local(window=32)*{h - h // 2}+strided(stride=32)*{h // 2}"
+    if config.attention.name == "mixture":  # as `finish` splits the heads, at a shorter span
+        config.attention.groups = mixture_groups(config.model.num_heads, 32)
     else:
         config.attention.update(SHORT_OPTIONS.get(config.attention.name, {}))
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_zoo.attention import block_sparse as bs
 from attn_zoo.attention import masks
 
 F32 = jnp.float32
@@ -77,8 +78,7 @@ def _kernel(band, *, b, span, scale):
             l = jnp.sum(p, axis=-1)
             o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vp.dtype), span_of(vp, i * b, 2),
                            preferred_element_type=F32)
-            o = o / jnp.where(l > 0, l, 1.0)[..., None]
-            lse = jnp.where(l > 0, m_safe + jnp.log(jnp.where(l > 0, l, 1.0)), -jnp.inf)
+            o, lse = bs.normalize(o, m_safe, l)
             return o.astype(vp.dtype), lse
 
         out, lse = jax.lax.map(q_block, jnp.arange(qb.shape[2]))  # [nq, B, H, b, ...]
@@ -112,17 +112,4 @@ def _kernel(band, *, b, span, scale):
         dq = jnp.swapaxes(jnp.moveaxis(dqt, 0, 2), -1, -2)
         return dq.astype(qb.dtype), dk.astype(kp.dtype), dv.astype(vp.dtype)
 
-    @jax.custom_vjp
-    def kernel(qb, kp, vp, kmask):
-        return forward(qb, kp, vp, kmask)
-
-    def kernel_fwd(qb, kp, vp, kmask):
-        out, lse = forward(qb, kp, vp, kmask)
-        return (out, lse), (qb, kp, vp, kmask, out, lse)
-
-    def kernel_bwd(res, cts):
-        dout, dlse = cts
-        return (*backward(*res, dout, dlse.astype(F32)), None)
-
-    kernel.defvjp(kernel_fwd, kernel_bwd)
-    return kernel
+    return bs.lse_kernel(forward, backward)

@@ -117,6 +117,35 @@ def merge(outs, lses):
     return out.astype(outs[0].dtype)
 
 
+def normalize(acc, m, l):
+    """Finish a query row's softmax: (acc / l, lse = m + log l); a row with no visible key
+    (l == 0) gets zeros and lse = -inf."""
+    l_safe = jnp.where(l > 0, l, 1.0)
+    return acc / l_safe[..., None], jnp.where(l > 0, m + jnp.log(l_safe), -jnp.inf)
+
+
+def lse_kernel(forward, backward):
+    """The custom-VJP kernel(q, k, v, kmask) -> (out, lse) shared by the exact engines.
+
+    forward(q, k, v, kmask) -> (out, lse); backward(q, k, v, kmask, out, lse, dout, dlse) ->
+    (dq, dk, dv), recomputing what it needs from the saved log-sum-exp. kmask gets no cotangent.
+    """
+    @jax.custom_vjp
+    def kernel(q, k, v, kmask):
+        return forward(q, k, v, kmask)
+
+    def kernel_fwd(q, k, v, kmask):
+        out, lse = forward(q, k, v, kmask)
+        return (out, lse), (q, k, v, kmask, out, lse)
+
+    def kernel_bwd(res, cts):
+        dout, dlse = cts
+        return (*backward(*res, dout, dlse.astype(F32)), None)
+
+    kernel.defvjp(kernel_fwd, kernel_bwd)
+    return kernel
+
+
 def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
     """The custom-VJP kernel on blocked [B, H, n, block, D] arrays for one static table."""
     nq = table.shape[0]
@@ -167,8 +196,7 @@ def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
             init = (jnp.full((B, H, bq), -jnp.inf, F32), jnp.zeros((B, H, bq), F32),
                     jnp.zeros((B, H, bq, Dv), F32))
             m, l, acc = jax.lax.fori_loop(0, cnt[i], step, init)
-            out = acc / jnp.where(l > 0, l, 1.0)[..., None]
-            lse = jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), -jnp.inf)
+            out, lse = normalize(acc, m, l)
             return out.astype(v.dtype), lse
 
         out, lse = jax.lax.map(q_block, jnp.arange(nq))  # [nq, B, H, bq, ...]
@@ -211,19 +239,4 @@ def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
         dk, dv = dk.transpose(1, 2, 0, 3, 4), dv.transpose(1, 2, 0, 3, 4)
         return jnp.swapaxes(dqt, -1, -2).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
-    @jax.custom_vjp
-    def kernel(q, k, v, kmask):
-        return forward(q, k, v, kmask)
-
-    def kernel_fwd(q, k, v, kmask):
-        out, lse = forward(q, k, v, kmask)
-        return (out, lse), (q, k, v, kmask, out, lse)
-
-    def kernel_bwd(res, cts):
-        q, k, v, kmask, out, lse = res
-        dout, dlse = cts
-        dq, dk, dv = backward(q, k, v, kmask, out, lse, dout, dlse.astype(F32))
-        return dq, dk, dv, None
-
-    kernel.defvjp(kernel_fwd, kernel_bwd)
-    return kernel
+    return lse_kernel(forward, backward)

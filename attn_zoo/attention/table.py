@@ -6,6 +6,12 @@ from attn_zoo.attention.registry import get, names
 COLUMNS = ("name", "family", "exact", "causal", "length", "complexity", "options")
 
 
+def length_cell(spec) -> str:
+    """'≤ <option>' when learned parameters sized by that option tie the variant to a maximum
+    length, else 'any'."""
+    return f"≤ {spec.max_length}" if spec.length_limited else "any"
+
+
 def rows() -> list[dict[str, str]]:
     out = []
     for name in names():
@@ -13,8 +19,7 @@ def rows() -> list[dict[str, str]]:
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.defaults.items())) or "—"
         out.append({"name": name, "family": spec.family, "exact": "yes" if spec.exact else "no",
                     "causal": "yes" if spec.supports_causal else "no",
-                    # learned parameters sized by an option tie the variant to a maximum length
-                    "length": f"≤ {spec.max_length}" if spec.length_limited else "any",
+                    "length": length_cell(spec),
                     "complexity": spec.complexity, "options": opts})
     return out
 

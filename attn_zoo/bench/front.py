@@ -14,6 +14,7 @@ import csv
 import os
 
 from attn_zoo.attention.registry import get, names
+from attn_zoo.attention.table import length_cell
 
 START, END = "<!-- front:start -->", "<!-- front:end -->"
 ATTENTION_N, TRAIN_N = 8192, 4096
@@ -80,7 +81,7 @@ def table(results_dir) -> str:
         speed, mem = attn.get(name, (None, None))
         cells = [name, "yes" if spec.exact else "no", "yes" if spec.supports_causal else "no",
                  "yes",  # key_mask: every registered variant passes the conformance suite's check
-                 f"≤ {spec.max_length}" if spec.length_limited else "any", spec.complexity,
+                 length_cell(spec), spec.complexity,
                  "—" if speed is None else f"{speed:.1f}×",
                  "—" if mem is None else (f"1/{1 / mem:.0f}" if mem < 1 else f"{mem:.1f}"),
                  "—" if name not in train else f"{train[name]:.1f}×"]
