@@ -8,6 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["attn_zoo", "attn_zoo.*"]),
+    package_data={"attn_zoo.kernels": ["*.cc"]},
     python_requires=">=3.11",
     install_requires=[
         # jax 0.10.x is the newest on Python 3.11; newer releases stay allowed for 3.12+.
@@ -20,6 +21,8 @@ setup(
         "absl-py>=2.0",
         "orbax-checkpoint>=0.11.0",
         "matplotlib>=3.8",
+        # OpenBLAS for the fused CPU attention kernel (attn_zoo/kernels), compiled on first use.
+        "scipy-openblas32>=0.3.27",
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5"],

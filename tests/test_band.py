@@ -1,5 +1,6 @@
-"""The band engine (local, longformer's band) equals the general tile engine on the same band:
-outputs, log-sum-exp, and gradients through both (the lse cotangent is what longformer's merge uses)."""
+"""The band engine (local, longformer's band), in XLA and through the fused CPU kernel, equals the
+general tile engine on the same band: outputs, log-sum-exp, and gradients through both (the lse
+cotangent is what longformer's merge uses)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,8 @@ from attn_zoo.attention import block_sparse as bs
 
 @pytest.mark.parametrize("L,S,dlo,dhi,block", [(37, 37, -5, 5, 8), (37, 37, 0, 5, 8), (64, 64, -10, 10, 16),
                                                (29, 41, -3, 7, 8), (20, 20, 0, 0, 4)])
-def test_band_engine_equals_tile_engine(L, S, dlo, dhi, block):
+@pytest.mark.parametrize("engine", ["auto", "xla"])  # auto: the fused CPU kernel (fp32 on CPU)
+def test_band_engine_equals_tile_engine(L, S, dlo, dhi, block, engine):
     r = np.random.RandomState(L + S + dhi)
     q, ct = (jnp.asarray(r.randn(2, L, 3, 8), jnp.float32) for _ in range(2))
     k, v = (jnp.asarray(r.randn(2, S, 3, 8), jnp.float32) for _ in range(2))
@@ -19,7 +21,8 @@ def test_band_engine_equals_tile_engine(L, S, dlo, dhi, block):
     c_lse = jnp.asarray(r.randn(2, L, 3), jnp.float32)
 
     def engine_band(q, k, v):
-        return band.attention(q, k, v, key_mask, dlo=dlo, dhi=dhi, block=block, return_lse=True)
+        return band.attention(q, k, v, key_mask, dlo=dlo, dhi=dhi, block=block, return_lse=True,
+                              engine=engine)
 
     def engine_tiles(q, k, v):
         return bs.attention(q, k, v, key_mask, mask_fn=bs.band_mask_fn(dlo, dhi), block_q=block, block_k=block,

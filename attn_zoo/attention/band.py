@@ -16,23 +16,31 @@ import numpy as np
 
 from attn_zoo.attention import block_sparse as bs
 from attn_zoo.attention import masks
+from attn_zoo.kernels import flash_cpu
 
 F32 = jnp.float32
 
 
 def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float | None = None,
-              return_lse: bool = False):
+              return_lse: bool = False, engine: str = "auto"):
     """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv], key_mask [B, S] bool or None -> [B, L, H, Dv].
 
     Query position i sees key position j iff dlo <= i - j <= dhi (dlo <= dhi, both finite).
     return_lse: also return the differentiable fp32 log-sum-exp [B, L, H] (-inf: no visible key),
     to merge with attention over other keys (`block_sparse.merge`).
+    engine: "auto" runs fp32 on CPU through the fused kernel (`kernels/flash_cpu.cc`) with the
+    same tiles (query block × its key span; the backward takes key block × its query span).
     """
     B, L, H, D = q.shape
     S, Dv = k.shape[1], v.shape[-1]
     b = max(1, min(block, -(-L // 8) * 8))
     nq = -(-L // b)
     span = b + dhi - dlo
+    scale = D ** -0.5 if scale is None else scale
+    if flash_cpu.use(engine, q, k, v):
+        out, lse = flash_cpu.attention(q, k, v, masks.key_mask_or_ones(key_mask, B, S), dlo=dlo,
+                                       dhi=dhi, scale=scale, blocks=(b, span), bwd_blocks=(span, b))
+        return (out, lse) if return_lse else out
     # padded key coordinates: c = j + dhi; block i reads [i·b, i·b + span)
     right = max(0, nq * b + span - dhi - S)
     kmask = masks.key_mask_or_ones(key_mask, B, S)
@@ -44,7 +52,6 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
     r = np.arange(b)[:, None]
     c = np.arange(span)[None, :]
     band = (c >= r) & (c <= r + dhi - dlo)  # static [b, span]: i - j within [dlo, dhi]
-    scale = D ** -0.5 if scale is None else scale
     out, lse = _kernel(band, b=b, span=span, scale=float(scale))(qb, kp, vp, kmask)
     out = out.reshape(B, H, nq * b, Dv)[:, :, :L].transpose(0, 2, 1, 3).astype(q.dtype)
     if not return_lse:

@@ -1,0 +1,127 @@
+"""The fused CPU attention kernel (`flash_cpu.cc`): built on first use, called through jax.ffi.
+
+`attention(...)` is exact softmax attention over the band dlo <= i - j <= dhi (plus key_mask)
+with a custom VJP, the same contract as the XLA engines in `attention/block_sparse.py` and
+`attention/band.py`, which use it on CPU for fp32 inputs when it is available. The C++ source is
+compiled once per machine into a cache directory (`$ATTN_ZOO_KERNEL_CACHE`, default
+`~/.cache/attn_zoo`) against jaxlib's FFI headers and the OpenBLAS of the `scipy-openblas32`
+wheel. Without a C++ compiler the engines fall back to XLA, with one warning naming the reason;
+`ATTN_ZOO_CPU_KERNEL=0` turns the kernel off.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+F32 = jnp.float32
+SOURCE = Path(__file__).with_name("flash_cpu.cc")
+_FORWARD, _BACKWARD = "attn_zoo_flash_forward", "attn_zoo_flash_backward"
+log = logging.getLogger(__name__)
+
+
+def _cpu_signature() -> str:
+    """What `-march=native` compiled for: a cached build is reused only on the same CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _build() -> Path:
+    import scipy_openblas32 as blas
+
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (set CXX or install g++)")
+    flags = ["-w", "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+    libdir = blas.get_lib_dir()
+    cmd = [cxx, *flags, "-I", jax.ffi.include_dir(), "-I", blas.get_include_dir(), str(SOURCE),
+           "-L", libdir, f"-l{blas.get_library()}", f"-Wl,-rpath,{libdir}"]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *cmd, jax.__version__, _cpu_signature()])
+                         .encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("ATTN_ZOO_KERNEL_CACHE", Path.home() / ".cache" / "attn_zoo"))
+    target = cache / f"flash_cpu-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builders never see half a file
+        built = Path(tmp) / target.name
+        res = subprocess.run([*cmd, "-o", str(built)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{res.stderr[-2000:]}")
+        os.replace(built, target)
+    return target
+
+
+@functools.cache
+def status() -> tuple[bool, str]:
+    """(available, why not): builds and registers the kernel on first call."""
+    if os.environ.get("ATTN_ZOO_CPU_KERNEL", "1") == "0":
+        return False, "ATTN_ZOO_CPU_KERNEL=0"
+    try:
+        lib = ctypes.CDLL(str(_build()))
+        jax.ffi.register_ffi_target(_FORWARD, jax.ffi.pycapsule(lib.AttnZooFlashForward), platform="cpu")
+        jax.ffi.register_ffi_target(_BACKWARD, jax.ffi.pycapsule(lib.AttnZooFlashBackward), platform="cpu")
+    except Exception as e:  # noqa: BLE001 - any failure means: use the XLA engine instead
+        log.warning("attn_zoo: fused CPU attention kernel unavailable, using XLA (%s)", e)
+        return False, str(e)
+    return True, ""
+
+
+def use(engine: str, *arrays) -> bool:
+    """An engine option's answer for these inputs: "auto" takes the kernel for fp32 arrays on
+    the CPU backend when it is built; "xla" never does."""
+    if engine not in ("auto", "xla"):
+        raise ValueError(f"engine must be 'auto' or 'xla', got {engine!r}")
+    return (engine == "auto" and jax.default_backend() == "cpu"
+            and all(a.dtype == F32 for a in arrays) and status()[0])
+
+
+def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
+              blocks: tuple[int, int] = (512, 512), bwd_blocks: tuple[int, int] | None = None):
+    """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv] fp32, key_mask [B, S] bool ->
+    (out [B, L, H, Dv], lse [B, L, H]), both differentiable; query i sees key j iff
+    dlo <= i - j <= dhi and key_mask[j]. lse is -inf (and out 0) for a query with no visible key.
+
+    blocks: (query, key) tile of the forward pass; bwd_blocks: of the backward (default: the
+    same). The backward loops over key blocks outside, so a band wants its transpose there.
+    """
+    ok, why = status()
+    if not ok:
+        raise RuntimeError(f"the fused CPU attention kernel is unavailable: {why}")
+    return _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks))(
+        q, k, v, key_mask)
+
+
+@functools.cache
+def _kernel(scale, dlo, dhi, blocks, bwd_blocks):
+    def attrs(bq, bk):
+        return dict(scale=np.float32(scale), dlo=np.int64(dlo), dhi=np.int64(dhi),
+                    block_q=np.int64(bq), block_k=np.int64(bk))
+
+    def forward(q, k, v, kmask):
+        out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)
+        lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)
+        return jax.ffi.ffi_call(_FORWARD, (out, lse), vmap_method="broadcast_all")(
+            q, k, v, kmask, **attrs(*blocks))
+
+    def backward(q, k, v, kmask, out, lse, dout, dlse):
+        shapes = tuple(jax.ShapeDtypeStruct(x.shape, F32) for x in (q, k, v))
+        return jax.ffi.ffi_call(_BACKWARD, shapes, vmap_method="broadcast_all")(
+            q, k, v, kmask, out, lse, dout.astype(F32), dlse, **attrs(*bwd_blocks))
+
+    from attn_zoo.attention.block_sparse import lse_kernel  # the engines' custom-VJP wiring
+    return lse_kernel(forward, backward)
