@@ -23,9 +23,9 @@ def test_unknown_name_lists_known_names():
 
 def test_unknown_option_raises_and_defaults_fill_in():
     spec = attention.get("local")
-    with pytest.raises(TypeError, match="has no option \\['windw'\\]; its options are: block, window"):
+    with pytest.raises(TypeError, match="has no option \\['windw'\\]; its options are: block, engine, window"):
         spec.options(windw=3)
-    assert spec.options(window=5) == {"window": 5, "block": spec.defaults["block"]}
+    assert spec.options(window=5) == {"window": 5, "block": spec.defaults["block"], "engine": "auto"}
 
 
 def test_clear_errors_for_bad_inputs():
