@@ -27,12 +27,14 @@ def _ffi_calls(fn, *args):
 def test_kernel_builds_and_the_engines_take_it():
     assert flash_cpu.status() == (True, "")
     q = jnp.ones((1, 24, 2, 8), jnp.float32)
-    for name in ("blockwise", "local", "longformer"):
+    for name in ("blockwise", "local", "longformer", "synthesizer"):
         spec = attention.get(name)
-        fused = lambda q, spec=spec, **o: spec.apply({}, q, q, q, **o)  # noqa: E731
+        params = spec.init(jax.random.PRNGKey(0), q, q, q, **spec.options())
+        fused = lambda q, spec=spec, params=params: spec.apply(params, q, q, q)  # noqa: E731
         assert _ffi_calls(fused, q) == 1, name
         assert _ffi_calls(jax.grad(lambda q: fused(q).sum()), q) == 2, name  # forward + backward
-        assert _ffi_calls(lambda q: fused(q.astype(jnp.bfloat16)), q) == 0, name  # fp32 only
+        if name != "synthesizer":  # which computes its synthetic logits in fp32 anyway
+            assert _ffi_calls(lambda q: fused(q.astype(jnp.bfloat16)), q) == 0, name  # fp32 only
     for name in ("blockwise", "local"):
         assert _ffi_calls(lambda q: attention.get(name).apply({}, q, q, q, engine="xla"), q) == 0
 

@@ -102,6 +102,26 @@ def attention(q, k, v, key_mask, *, block_mask_fn: Callable, mask_fn: Callable |
     return out, lse.transpose(0, 2, 3, 1).reshape(B, nq * bq, H)[:, :L]
 
 
+def full(q, k, v, key_mask, *, causal: bool, block_q: int, block_k: int, scale: float | None = None,
+         engine: str = "auto"):
+    """Exact softmax attention over every key (j <= i under causal): the fused CPU kernel
+    (`kernels/flash_cpu.cc`) for fp32 on CPU unless engine="xla", else the tile engine above."""
+    from attn_zoo.kernels import flash_cpu  # the kernel module reuses lse_kernel from here
+
+    B, L, H, D = q.shape
+    S = k.shape[1]
+    dlo = 0 if causal else -BIG
+    scale = D ** -0.5 if scale is None else scale
+    if flash_cpu.use(engine, q, k, v):
+        out, _ = flash_cpu.attention(q, k, v, masks.key_mask_or_ones(key_mask, B, S), dlo=dlo,
+                                     dhi=BIG, scale=scale,
+                                     blocks=(fit_block(block_q, L), fit_block(block_k, S)))
+        return out
+    return attention(q, k, v, key_mask, block_q=block_q, block_k=block_k, scale=scale,
+                     block_mask_fn=lambda nq, nk, bq, bk: band_block_mask(nq, nk, bq, bk, dlo, BIG),
+                     mask_fn=band_mask_fn(dlo, BIG))
+
+
 def merge(outs, lses):
     """Exact softmax attention over the union of disjoint key sets from per-set (out, lse) pairs.
 

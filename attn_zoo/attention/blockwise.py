@@ -13,28 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
 from attn_zoo.attention.registry import register
-from attn_zoo.kernels import flash_cpu
 
 DEFAULTS = dict(block_q=512, block_k=512, engine="auto")
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, block_q, block_k, engine):
     del params, rng
-    dlo = 0 if causal else -bs.BIG
-    if flash_cpu.use(engine, q, k, v):
-        B, L, H, D = q.shape
-        S = k.shape[1]
-        kmask = masks.key_mask_or_ones(key_mask, B, S)
-        blocks = (bs.fit_block(block_q, L), bs.fit_block(block_k, S))
-        out, _ = flash_cpu.attention(q, k, v, kmask, dlo=dlo, dhi=bs.BIG, scale=D ** -0.5,
-                                     blocks=blocks)
-        return out
-    return bs.attention(
-        q, k, v, key_mask,
-        block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, bs.BIG),
-        mask_fn=bs.band_mask_fn(dlo, bs.BIG), block_q=block_q, block_k=block_k)
+    return bs.full(q, k, v, key_mask, causal=causal, block_q=block_q, block_k=block_k, engine=engine)
 
 
 SPEC = register(

@@ -5,13 +5,12 @@ an input longer than max_length is an error (the projection has max_length rows)
 zeroed before the projection, and a projected row that no real key reaches (all its E entries at
 real keys are 0, e.g. identity E on padding) is masked, so padding never takes softmax mass:
 with R = S and E = F = I (init='identity') this is exactly dense attention. The softmax over the
-R projected keys runs on the block-sparse engine: O(N·R) time, O(N·D + R·D) memory. Not causal.
+R projected keys runs on the exact engine (`block_sparse.full`): O(N·R) time, O(N·D + R·D) memory. Not causal.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attn_zoo.attention import block_sparse as bs
 from attn_zoo.attention import masks
@@ -52,9 +51,8 @@ def attention(params, q, k, v, *, key_mask, causal, rng, proj_dim, max_length, s
     if not share_heads:
         reach = jnp.max(reach, axis=0)
     row_mask = jnp.einsum("bs,sr->br", km.astype(F32), reach) > 0
-    return bs.attention(q, kp.astype(q.dtype), vp.astype(v.dtype), row_mask,
-                        block_mask_fn=lambda nq, nk, *_: np.ones((nq, nk), dtype=bool),
-                        mask_fn=None, block_q=block, block_k=block)
+    return bs.full(q, kp.astype(q.dtype), vp.astype(v.dtype), row_mask, causal=False,
+                   block_q=block, block_k=block)
 
 
 SPEC = register(

@@ -11,7 +11,8 @@ With mix_dot, G + q·k/√D. Key mask and causal mask apply to the logits (maske
 padded keys and the future get exact zeros. Learned L×S parameters cap the length: `max_length`
 (spec.max_length); longer inputs raise. O(N²) time. In `dense` and `factorized_random` modes G is
 itself a dot product (G = [h, 1]·[W2ᵀ, b2] with h the MLP's hidden layer; G = R1·R2ᵀ), so those
-run on the exact tile engine in O(N) memory; `random` and `factorized_dense` build G, O(N²).
+run on the exact engine (`block_sparse.full`: the fused CPU kernel in fp32 on CPU) in O(N)
+memory; `random` and `factorized_dense` build G, O(N²).
 `init_scale` scales the initial synthetic parameters (0: G = 0, i.e. dense attention under mix_dot).
 """
 from __future__ import annotations
@@ -122,11 +123,8 @@ def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidde
         raise ValueError(f"synthesizer: built for length <= max_length={max_length}, got L={L}, S={S}")
     if mode in PRODUCT_MODES:
         qs, ks = product_form(params, q, k, mode=mode, mix_dot=mix_dot, fixed=fixed)
-        dlo = 0 if causal else -bs.BIG
-        out = bs.attention(
-            qs, ks, v.astype(F32), key_mask,
-            block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, bs.BIG),
-            mask_fn=bs.band_mask_fn(dlo, bs.BIG), block_q=block, block_k=block, scale=1.0)
+        out = bs.full(qs, ks, v.astype(F32), key_mask, causal=causal, block_q=block,
+                      block_k=block, scale=1.0)
         return out.astype(q.dtype)
     g = synthetic_logits(params, q, S, mode=mode, factors=factors, fixed=fixed)
     if mix_dot:

@@ -102,8 +102,10 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
     ok, why = status()
     if not ok:
         raise RuntimeError(f"the fused CPU attention kernel is unavailable: {why}")
-    return _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks))(
-        q, k, v, key_mask)
+    heads_first = lambda x: jnp.swapaxes(x, -3, -2)  # noqa: E731  [.., N, H, D] <-> [.., H, N, D]
+    kernel = _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks))
+    out, lse = kernel(heads_first(q), heads_first(k), heads_first(v), key_mask)
+    return heads_first(out), jnp.swapaxes(lse, -1, -2)
 
 
 @functools.cache
@@ -113,8 +115,8 @@ def _kernel(scale, dlo, dhi, blocks, bwd_blocks):
                     block_q=np.int64(bq), block_k=np.int64(bk))
 
     def forward(q, k, v, kmask):
-        out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)
-        lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)
+        out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)  # [B, H, L, Dv]
+        lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)  # [B, H, L]
         return jax.ffi.ffi_call(_FORWARD, (out, lse), vmap_method="broadcast_all")(
             q, k, v, kmask, **attrs(*blocks))
 
