@@ -21,7 +21,9 @@
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
 #include <sched.h>
+#endif
 
 #include <cblas.h>  // scipy-openblas32: every symbol carries the scipy_ prefix
 #define cblas_sgemm scipy_cblas_sgemm
@@ -172,8 +174,10 @@ int num_threads() {
     const int n = std::atoi(env);
     if (n > 0) return n;
   }
-  cpu_set_t set;
+#ifdef __linux__
+  cpu_set_t set;  // the cores this process may use (taskset, containers), not the machine's
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
