@@ -25,6 +25,8 @@ def _ffi_calls(fn, *args):
 
 
 def test_kernel_builds_and_the_engines_take_it():
+    if flash_cpu.compiler() is None:  # a machine without one runs the XLA engines (test below)
+        pytest.skip("no C++ compiler on this machine")
     assert flash_cpu.status() == (True, "")
     q = jnp.ones((1, 24, 2, 8), jnp.float32)
     for name in ("blockwise", "local", "longformer", "synthesizer"):

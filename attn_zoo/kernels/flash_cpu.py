@@ -40,10 +40,15 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
+def compiler() -> str | None:
+    """The C++ compiler the kernel is built with: $CXX, else g++, c++ or clang++ on PATH."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
 def _build() -> Path:
     import scipy_openblas32 as blas
 
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX or install g++)")
     flags = ["-w", "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
