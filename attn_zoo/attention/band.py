@@ -37,13 +37,13 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
     nq = -(-L // b)
     span = b + dhi - dlo
     scale = D ** -0.5 if scale is None else scale
+    kmask = masks.key_mask_or_ones(key_mask, B, S)
     if flash_cpu.use(engine, q, k, v):
-        out, lse = flash_cpu.attention(q, k, v, masks.key_mask_or_ones(key_mask, B, S), dlo=dlo,
-                                       dhi=dhi, scale=scale, blocks=(b, span), bwd_blocks=(span, b))
+        out, lse = flash_cpu.attention(q, k, v, kmask, dlo=dlo, dhi=dhi, scale=scale,
+                                       blocks=(b, span), bwd_blocks=(span, b))
         return (out, lse) if return_lse else out
     # padded key coordinates: c = j + dhi; block i reads [i·b, i·b + span)
     right = max(0, nq * b + span - dhi - S)
-    kmask = masks.key_mask_or_ones(key_mask, B, S)
     kmask = jnp.pad(kmask, ((0, 0), (dhi, right)))  # [B, Sp], pads invisible
     heads_first = lambda x, before, after: jnp.pad(  # noqa: E731
         x.transpose(0, 2, 1, 3), ((0, 0), (0, 0), (before, after), (0, 0)))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_zoo.attention import masks
+from attn_zoo.kernels import flash_cpu  # which imports lse_kernel from here only when called
 
 F32 = jnp.float32
 BIG = 1 << 30  # an "unbounded" band limit (beyond any int32 position difference)
@@ -106,8 +107,6 @@ def full(q, k, v, key_mask, *, causal: bool, block_q: int, block_k: int, scale: 
          engine: str = "auto"):
     """Exact softmax attention over every key (j <= i under causal): the fused CPU kernel
     (`kernels/flash_cpu.cc`) for fp32 on CPU unless engine="xla", else the tile engine above."""
-    from attn_zoo.kernels import flash_cpu  # the kernel module reuses lse_kernel from here
-
     B, L, H, D = q.shape
     S = k.shape[1]
     dlo = 0 if causal else -BIG

@@ -17,8 +17,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
-#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifdef __linux__
@@ -112,15 +112,15 @@ struct Shape {
   int64_t B, L, S, H, D, Dv;
 };
 
-// Band limits, clamped so that i - j arithmetic never overflows.
+// dlo <= i - j <= dhi. "Unbounded" limits are ±2^30 from Python: int64 sums never overflow.
 struct Band {
   int64_t dlo, dhi;
-  // Keys some query in [i0, i1) may see, clamped to [0, S).
+  // Keys some query in [i0, i1) may see: [key_lo, key_hi), clamped to [0, S].
   int64_t key_lo(int64_t i0, int64_t S) const { return std::clamp(i0 - dhi, int64_t{0}, S); }
-  int64_t key_hi(int64_t i1, int64_t S) const { return std::clamp(i1 - 1 - dlo + 1, int64_t{0}, S); }
-  // Queries some key in [j0, j1) is seen by, clamped to [0, L).
+  int64_t key_hi(int64_t i1, int64_t S) const { return std::clamp(i1 - dlo, int64_t{0}, S); }
+  // Queries some key in [j0, j1) is seen by: [query_lo, query_hi), clamped to [0, L].
   int64_t query_lo(int64_t j0, int64_t L) const { return std::clamp(j0 + dlo, int64_t{0}, L); }
-  int64_t query_hi(int64_t j1, int64_t L) const { return std::clamp(j1 - 1 + dhi + 1, int64_t{0}, L); }
+  int64_t query_hi(int64_t j1, int64_t L) const { return std::clamp(j1 + dhi, int64_t{0}, L); }
   bool covers(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {  // every pair in band?
     return i0 - (j1 - 1) >= dlo && (i1 - 1) - j0 <= dhi;
   }
@@ -352,37 +352,38 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// The bindings share their leading arguments (q, k, v, key_mask) and, last, their attributes,
+// named as flash_cpu.py passes them.
+template <typename Binding>
+auto Inputs(Binding b) {
+  return std::move(b).template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::PRED>>();
+}
+
+template <typename Binding>
+auto Attrs(Binding b) {
+  return std::move(b).template Attr<float>("scale")
+      .template Attr<int64_t>("dlo")
+      .template Attr<int64_t>("dhi")
+      .template Attr<int64_t>("block_q")
+      .template Attr<int64_t>("block_k");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AttnZooFlashForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("dlo")
-                                  .Attr<int64_t>("dhi")
-                                  .Attr<int64_t>("block_q")
-                                  .Attr<int64_t>("block_k"));
+                              Attrs(Inputs(ffi::Ffi::Bind())
+                                        .Ret<ffi::Buffer<ffi::F32>>()     // out
+                                        .Ret<ffi::Buffer<ffi::F32>>()));  // lse
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AttnZooFlashBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("dlo")
-                                  .Attr<int64_t>("dhi")
-                                  .Attr<int64_t>("block_q")
-                                  .Attr<int64_t>("block_k"));
+                              Attrs(Inputs(ffi::Ffi::Bind())
+                                        .Arg<ffi::Buffer<ffi::F32>>()     // out
+                                        .Arg<ffi::Buffer<ffi::F32>>()     // lse
+                                        .Arg<ffi::Buffer<ffi::F32>>()     // dout
+                                        .Arg<ffi::Buffer<ffi::F32>>()     // dlse
+                                        .Ret<ffi::Buffer<ffi::F32>>()     // dq
+                                        .Ret<ffi::Buffer<ffi::F32>>()     // dk
+                                        .Ret<ffi::Buffer<ffi::F32>>()));  // dv

@@ -128,7 +128,8 @@ def _kernel(scale, dlo, dhi, blocks, bwd_blocks):
     def backward(q, k, v, kmask, out, lse, dout, dlse):
         shapes = tuple(jax.ShapeDtypeStruct(x.shape, F32) for x in (q, k, v))
         return jax.ffi.ffi_call(_BACKWARD, shapes, vmap_method="broadcast_all")(
-            q, k, v, kmask, out, lse, dout.astype(F32), dlse, **attrs(*bwd_blocks))
+            q, k, v, kmask, out, lse, dout, dlse, **attrs(*bwd_blocks))
 
+    # Imported here: block_sparse imports this module (its `full` calls the kernel).
     from attn_zoo.attention.block_sparse import lse_kernel  # the engines' custom-VJP wiring
     return lse_kernel(forward, backward)
