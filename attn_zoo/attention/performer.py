@@ -46,9 +46,9 @@ def update(params, q, k, v, *, key_mask=None, **_):
 
 
 def log_features(w, x):
-    """u = Wx − ‖x‖²/2 [B, N, H, M] for x = input / D^¼ (fp32): φ = exp(u)/√M."""
+    """u = Wx − ‖x‖²/2 [..., M] for x [..., D] = input / D^¼ (fp32): φ = exp(u)/√M."""
     x = x.astype(F32) * x.shape[-1] ** -0.25
-    return jnp.einsum("bnhd,md->bnhm", x, w) - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
+    return x @ w.T - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, redraw, orthogonal,
@@ -63,13 +63,16 @@ def attention(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, r
         raise ValueError(f"performer: params['features'] is {w.shape}, expected {(num_features, q.shape[-1])}")
     if key_mask is not None:  # pad keys never reach a feature (no inf·0 in the backward pass)
         k = jnp.where(key_mask[:, :, None, None], k, 0)
+    # features head by head, from each head's own [B, N, D] slice (see kernelized)
     if kernel == "softmax":
-        uq = log_features(w, q)
-        fq = jnp.exp(uq - jax.lax.stop_gradient(jnp.max(uq, axis=-1, keepdims=True)))
-        uk = log_features(w, k)  # the 1/√M factors cancel in the ratio
+        def fq(h):
+            uq = log_features(w, q[:, :, h])
+            return jnp.exp(uq - jax.lax.stop_gradient(jnp.max(uq, axis=-1, keepdims=True)))
+
+        uk = lambda h: log_features(w, k[:, :, h])  # noqa: E731  the 1/√M factors cancel in the ratio
         return kernelized.attention(fq, uk, v, key_mask, causal=causal, chunk=chunk, log_k=True)
     if kernel == "relu":
-        phi = lambda x: jax.nn.relu(jnp.einsum("bnhd,md->bnhm", x.astype(F32), w)) + RELU_EPS
+        phi = lambda x: lambda h: jax.nn.relu(x[:, :, h].astype(F32) @ w.T) + RELU_EPS  # noqa: E731
         return kernelized.attention(phi(q), phi(k), v, key_mask, causal=causal, chunk=chunk)
     raise ValueError(f"performer: kernel must be one of {KERNELS}, got {kernel!r}")
 
