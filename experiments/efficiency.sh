@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-experiments/results}
 rm -f "$OUT/efficiency-cpu.jsonl"
 cmd=(attn-zoo bench --mode train-step --config configs/text.py --variants all
-     --lengths 1024,2048,3072,4096 --batch 2 --repeats 3 --timeout 900 --out "$OUT" --name efficiency-cpu)
+     --lengths 1024,2048,3072,4096 --batch 2 --repeats 5 --timeout 900 --out "$OUT" --name efficiency-cpu)
 echo "${cmd[*]}"
 "${cmd[@]}"
