@@ -32,6 +32,9 @@ def _cmd_bench(sub):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--causal", action="store_true")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="train-step mode: passes over all (variant, length) pairs, interleaved; the "
+                        "median of the passes is reported")
     p.add_argument("--baselines", default="xla,torch",
                    help="extra baselines: xla (jax.nn.dot_product_attention), cudnn, torch (if installed)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per (variant, length)")

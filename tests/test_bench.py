@@ -71,7 +71,7 @@ def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):
 
 
 def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
-    args = argparse.Namespace(variants="local,dense", lengths="64", batch=2, repeats=1,
+    args = argparse.Namespace(variants="local,dense", lengths="64", batch=2, repeats=1, rounds=1,
                               config="configs/text.py:smoke", timeout=300, out=str(tmp_path),
                               name="eff", mode="train-step")
     rows = bench.main(args)
@@ -83,6 +83,19 @@ def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
     assert (tmp_path / "eff.csv").read_text().count("\n") == 4
     assert len((tmp_path / "eff.jsonl").read_text().splitlines()) == 3
     assert "none" not in attention.names()  # registered in the worker process only
+
+
+def test_rounds_merge_to_the_median_step_and_keep_errors():
+    from attn_zoo.bench import train_step
+
+    row = lambda v, s, mb: {"variant": v, "length": 64, "step_s": s, "compile_s": 1.0, "peak_mb": mb}  # noqa: E731
+    rounds = [[row("dense", 2.0, 10), row("local", 1.0, 5), {"variant": "x", "length": 64, "error": "oom"}],
+              [row("dense", 4.0, 12), row("local", 3.0, 4), row("x", 1.0, 1)],
+              [row("dense", 3.0, 11), row("local", 0.5, 6), row("x", 1.0, 1)]]
+    merged = train_step.merge_rounds(rounds)
+    assert [(r["variant"], r.get("step_s"), r.get("peak_mb")) for r in merged] == [
+        ("dense", 3.0, 12), ("local", 1.0, 6), ("x", None, None)]
+    assert merged[0]["step_s_rounds"] == [2.0, 4.0, 3.0] and merged[2]["error"] == "oom"
 
 
 def test_lra_comparison_puts_the_papers_ratio_beside_ours():

@@ -108,7 +108,8 @@ def report(rows, args, wall_s):
         f"{next((r['device'] for r in rows if 'device' in r), '?')}; wall time {wall_s / 60:.1f} min.",
         f"Model: `{args.config}` (LRA text: 4 layers, emb 256, qkv 256, mlp 1024, 4 heads) with each "
         f"variant's config options, batch {args.batch}, fp32; one AdamW step on a random batch, median of "
-        f"{args.repeats} steps. N = the length the attention sees (input + CLS). Peak MB: process peak RSS "
+        f"{args.repeats} steps in each of {args.rounds} interleaved passes over all variants (the median of the "
+        "passes' medians). N = the length the attention sees (input + CLS). Peak MB: process peak RSS "
         "during the first step above RSS before it. Ratios: against `dense` at the same N, in this run. "
         f"`{CEILING}`: the same step with attention replaced by out = v; dense / {CEILING} bounds the speedup "
         "any attention variant can reach in this model on this machine.",
@@ -125,6 +126,26 @@ def report(rows, args, wall_s):
                      f"{1 / r['step_s']:.2f} | {_fmt(speed)}× | {r['peak_mb']:.0f} | {_fmt(mem, 2)} |")
     lines += lra_comparison(rows)
     return "\n".join(lines) + "\n"
+
+
+def merge_rounds(rounds):
+    """One row per (variant, N): the median over rounds of each round's median step (an error in any
+    round stands); compile seconds likewise, peak memory the largest."""
+    import numpy as np
+
+    out = []
+    for i, first in enumerate(rounds[0]):
+        same = [rows[i] for rows in rounds]
+        bad = next((r for r in same if "error" in r), None)
+        if bad is not None or len(same) == 1:
+            out.append({k: v for k, v in (bad or first).items() if k != "round"})
+            continue
+        out.append({**{k: v for k, v in first.items() if k != "round"},
+                    "step_s": float(np.median([r["step_s"] for r in same])),
+                    "step_s_rounds": [r["step_s"] for r in same],
+                    "compile_s": float(np.median([r["compile_s"] for r in same])),
+                    "peak_mb": max(r["peak_mb"] for r in same)})
+    return out
 
 
 def speedups(rows):
@@ -165,14 +186,18 @@ def main(args):
     from attn_zoo.bench.run import run_one, save_rows, write_csv
 
     start = time.time()
-    rows = []
-    for name, cfg in configs_for(args):
-        for n in [int(x) for x in args.lengths.split(",")]:
-            row = run_one({**cfg, "length": n}, args.timeout)
-            rows.append(row)
-            save_rows(args, [row])
-            status = row.get("error") or f"step {row['step_s']:.3f}s peak {row['peak_mb']:.0f}MB"
-            print(f"{name:>20} N={n:<6} {status}", flush=True)
+    rounds = []
+    for r in range(args.rounds):  # whole passes, so a slow spell of the machine hits every variant
+        rows = []
+        for name, cfg in configs_for(args):
+            for n in [int(x) for x in args.lengths.split(",")]:
+                row = run_one({**cfg, "length": n}, args.timeout)
+                rows.append({**row, "round": r})
+                save_rows(args, [rows[-1]])
+                status = row.get("error") or f"step {row['step_s']:.3f}s peak {row['peak_mb']:.0f}MB"
+                print(f"{name:>20} N={n:<6} round {r} {status}", flush=True)
+        rounds.append(rows)
+    rows = merge_rounds(rounds)
     text = report(rows, args, time.time() - start)
     if args.out:
         with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
