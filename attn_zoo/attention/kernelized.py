@@ -13,11 +13,12 @@ Exponential features (FAVOR+) can be passed as log-features u (φ = exp(u)); the
 subtracting a stop-gradient max over the keys a query may see (global, or a running max across
 chunks with the carried state rescaled, as in an online softmax), which cancels exactly in the ratio.
 
-Non-causal runs head by head on [B, N, M] slices, the normalizer as a ones column appended to v:
-XLA:CPU batches a dot only over leading dimensions, so an einsum batched over the H of
-[B, N, H, M] transposes every operand, which cost more than the products themselves (linear at
-4K fwd+bwd: 78 -> 50 ms; performer: 311 -> 189 ms, computing each head's features from its own
-slice of q and k: features may be given as functions of the head index).
+Features that come from a matmul per head (FAVOR+) can be given as functions of the head index:
+non-causal then runs head by head on [B, N, M] slices, the normalizer a ones column of v. XLA:CPU
+batches a dot only over leading dimensions, so H-batched einsums over [B, N, H, M] transpose every
+operand; with M = 256 features that cost more than the products (performer in the LRA text model's
+training step at 4K, this machine: 3.7 -> 3.0 s). With elementwise features (linear, M = D) the
+batched einsums stay: head by head, the per-head slices' gradients were slower in the model.
 """
 from __future__ import annotations
 
@@ -44,26 +45,42 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
     """Normalized kernel attention.
 
     fq [B, L, H, M] query features (>= 0), fk [B, S, H, M] key features (>= 0), or log-features
-    when `log_k`; either may instead be a function h -> [B, N, M] (head h's features). v [B, S, H, Dv];
-    key_mask [B, S] bool or None. Returns fp32 [B, L, H, Dv].
+    when `log_k`; or both functions h -> [B, N, M] (head h's features). v [B, S, H, Dv]; key_mask
+    [B, S] bool or None. Returns fp32 [B, L, H, Dv].
     """
     B, S, H = v.shape[:3]
     km = masks.key_mask_or_ones(key_mask, B, S)[:, :, None]
     v = jnp.where(km[..., None], v, 0).astype(F32)
-    head = lambda f, h: (f(h) if callable(f) else f[:, :, h]).astype(F32)  # noqa: E731
-    key = lambda h: jnp.where(km, head(fk, h), -jnp.inf if log_k else 0.0)  # noqa: E731  pads vanish
+    if callable(fq):
+        if not causal:
+            return _per_head(fq, fk, v, km, log_k=log_k)
+        fq, fk = (jnp.stack([f(h) for h in range(H)], axis=2) for f in (fq, fk))
+    fq = fq.astype(F32)
+    fk = jnp.where(km[..., None], fk.astype(F32), -jnp.inf if log_k else 0.0)  # pads vanish
     if causal:
-        stack = lambda f: jnp.stack([f(h) for h in range(H)], axis=2)  # noqa: E731
-        return _causal(stack(lambda h: head(fq, h)), stack(key), v, chunk=chunk, log_k=log_k)
+        return _causal(fq, fk, v, chunk=chunk, log_k=log_k)
+    if log_k:
+        c = jax.lax.stop_gradient(jnp.max(fk, axis=(1, 3), keepdims=True))  # [B, 1, H, 1]
+        fk = jnp.exp(fk - jnp.where(jnp.isfinite(c), c, 0.0))
+    kv = jnp.einsum("bshm,bshd->bhmd", fk, v)
+    z = jnp.sum(fk, axis=1)  # [B, H, M]
+    num = jnp.einsum("blhm,bhmd->blhd", fq, kv)
+    den = jnp.einsum("blhm,bhm->blh", fq, z)
+    return num / jnp.where(den > 0, den, 1.0)[..., None]
+
+
+def _per_head(fq, fk, v, km, *, log_k):
+    """Non-causal attention one head at a time from feature functions h -> [B, N, M]; the
+    normalizer is a ones column appended to v (masked v [B, S, H, Dv], km [B, S, 1])."""
     ve = jnp.concatenate([v, km[..., None].astype(F32) * jnp.ones_like(v[..., :1])], axis=-1)
     out = []
-    for h in range(H):
-        fk_h = key(h)  # [B, S, M]
+    for h in range(v.shape[2]):
+        fk_h = jnp.where(km, fk(h).astype(F32), -jnp.inf if log_k else 0.0)  # [B, S, M]
         if log_k:
             c = jax.lax.stop_gradient(jnp.max(fk_h, axis=(1, 2), keepdims=True))  # [B, 1, 1]
             fk_h = jnp.exp(fk_h - jnp.where(jnp.isfinite(c), c, 0.0))
-        kv = jnp.einsum("bsm,bsd->bmd", fk_h, ve[:, :, h])  # [B, M, Dv + 1]: last column = Σ_s φ(k_s)
-        out.append(jnp.einsum("blm,bmd->bld", head(fq, h), kv))
+        kv = jnp.einsum("bsm,bsd->bmd", fk_h, ve[:, :, h])  # [B, M, Dv + 1]: last column Σ_s φ(k_s)
+        out.append(jnp.einsum("blm,bmd->bld", fq(h).astype(F32), kv))
     num = jnp.stack(out, axis=2)  # [B, L, H, Dv + 1]
     den = num[..., -1:]
     return num[..., :-1] / jnp.where(den > 0, den, 1.0)
