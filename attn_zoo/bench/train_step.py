@@ -44,11 +44,24 @@ def _register_ceiling():
 def measure(cfg):
     """Compile seconds, median seconds per step and peak RSS of the first step for one variant."""
     import jax
+
+    from attn_zoo.bench.worker import _median_seconds, _peak_rss_delta_mb
+
+    call, result = compiled_step(cfg)
+    result["peak_mb"] = _peak_rss_delta_mb(call)
+    result["step_s"] = _median_seconds(call, cfg["repeats"])
+    result["device"] = jax.devices()[0].device_kind
+    return result
+
+
+def compiled_step(cfg):
+    """(call, {compile_s, num_params}): `call()` runs one jitted training step of cfg["variant"]
+    at cfg["length"] on a random batch of cfg["batch"] and waits for it."""
+    import jax
     import numpy as np
 
     from attn_zoo import configs
     from attn_zoo.train.compare import variant_spec
-    from attn_zoo.bench.worker import _median_seconds, _peak_rss_delta_mb
     from attn_zoo.data.text import VOCAB_SIZE
     from attn_zoo.models.transformer import Transformer, extra_tokens
     from attn_zoo.train import steps
@@ -81,10 +94,7 @@ def measure(cfg):
         holder[0], metrics = compiled(holder[0], batch)
         jax.block_until_ready(metrics)
 
-    result["peak_mb"] = _peak_rss_delta_mb(call)
-    result["step_s"] = _median_seconds(call, cfg["repeats"])
-    result["device"] = jax.devices()[0].device_kind
-    return result
+    return call, result
 
 
 def configs_for(args):
