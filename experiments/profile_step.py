@@ -14,7 +14,6 @@ import collections
 import glob
 import gzip
 import json
-import os
 import re
 import resource
 import tempfile
@@ -39,8 +38,6 @@ def thunk_times(trace_dir):
 
 
 def profile(variant, length, top):
-    if variant == train_step.CEILING:
-        train_step._register_ceiling()
     call, _ = train_step.compiled_step(dict(config="configs/text.py", variant=variant, length=length, batch=2))
     call(), call()
     r0, times = resource.getrusage(resource.RUSAGE_SELF), []

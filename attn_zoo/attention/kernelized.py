@@ -60,8 +60,7 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
     if causal:
         return _causal(fq, fk, v, chunk=chunk, log_k=log_k)
     if log_k:
-        c = jax.lax.stop_gradient(jnp.max(fk, axis=(1, 3), keepdims=True))  # [B, 1, H, 1]
-        fk = jnp.exp(fk - jnp.where(jnp.isfinite(c), c, 0.0))
+        fk = _exp_stable(fk, axis=(1, 3))  # max per (batch, head)
     kv = jnp.einsum("bshm,bshd->bhmd", fk, v)
     z = jnp.sum(fk, axis=1)  # [B, H, M]
     num = jnp.einsum("blhm,bhmd->blhd", fq, kv)
@@ -72,18 +71,23 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
 def _per_head(fq, fk, v, km, *, log_k):
     """Non-causal attention one head at a time from feature functions h -> [B, N, M]; the
     normalizer is a ones column appended to v (masked v [B, S, H, Dv], km [B, S, 1])."""
-    ve = jnp.concatenate([v, km[..., None].astype(F32) * jnp.ones_like(v[..., :1])], axis=-1)
+    ve = jnp.concatenate([v, jnp.ones_like(v[..., :1])], axis=-1)  # pads' φ(k) = 0: not counted
     out = []
     for h in range(v.shape[2]):
         fk_h = jnp.where(km, fk(h).astype(F32), -jnp.inf if log_k else 0.0)  # [B, S, M]
         if log_k:
-            c = jax.lax.stop_gradient(jnp.max(fk_h, axis=(1, 2), keepdims=True))  # [B, 1, 1]
-            fk_h = jnp.exp(fk_h - jnp.where(jnp.isfinite(c), c, 0.0))
+            fk_h = _exp_stable(fk_h, axis=(1, 2))  # max per batch row
         kv = jnp.einsum("bsm,bsd->bmd", fk_h, ve[:, :, h])  # [B, M, Dv + 1]: last column Σ_s φ(k_s)
         out.append(jnp.einsum("blm,bmd->bld", fq(h).astype(F32), kv))
     num = jnp.stack(out, axis=2)  # [B, L, H, Dv + 1]
     den = num[..., -1:]
     return num[..., :-1] / jnp.where(den > 0, den, 1.0)
+
+
+def _exp_stable(u, axis):
+    """exp(u - c), c a stop-gradient max of u over `axis` (0 where all -inf); cancels in the ratio."""
+    c = jax.lax.stop_gradient(jnp.max(u, axis=axis, keepdims=True))
+    return jnp.exp(u - jnp.where(jnp.isfinite(c), c, 0.0))
 
 
 def _causal(fq, fk, v, *, chunk, log_k):
