@@ -68,16 +68,22 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
     return num / jnp.where(den > 0, den, 1.0)[..., None]
 
 
+def heads(x):
+    """[B, N, H, X] -> H arrays [B, N, X] by `jnp.split` (its gradient is one concatenate; indexing
+    x[:, :, h] gives a pad per head that XLA:CPU adds up)."""
+    return [p[:, :, 0] for p in jnp.split(x, x.shape[2], axis=2)]
+
+
 def _per_head(fq, fk, v, km, *, log_k):
     """Non-causal attention one head at a time from feature functions h -> [B, N, M]; the
     normalizer is a ones column appended to v (masked v [B, S, H, Dv], km [B, S, 1])."""
     ve = jnp.concatenate([v, jnp.ones_like(v[..., :1])], axis=-1)  # pads' φ(k) = 0: not counted
-    out = []
+    out, ves = [], heads(ve)
     for h in range(v.shape[2]):
         fk_h = jnp.where(km, fk(h).astype(F32), -jnp.inf if log_k else 0.0)  # [B, S, M]
         if log_k:
             fk_h = _exp_stable(fk_h, axis=(1, 2))  # max per batch row
-        kv = jnp.einsum("bsm,bsd->bmd", fk_h, ve[:, :, h])  # [B, M, Dv + 1]: last column Σ_s φ(k_s)
+        kv = jnp.einsum("bsm,bsd->bmd", fk_h, ves[h])  # [B, M, Dv + 1]: last column Σ_s φ(k_s)
         out.append(jnp.einsum("blm,bmd->bld", fq(h).astype(F32), kv))
     num = jnp.stack(out, axis=2)  # [B, L, H, Dv + 1]
     den = num[..., -1:]

@@ -63,17 +63,19 @@ def attention(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, r
         raise ValueError(f"performer: params['features'] is {w.shape}, expected {(num_features, q.shape[-1])}")
     if key_mask is not None:  # pad keys never reach a feature (no inf·0 in the backward pass)
         k = jnp.where(key_mask[:, :, None, None], k, 0)
-    # features head by head, from each head's own [B, N, D] slice (see kernelized)
+    # features head by head, from each head's own [B, N, D] slice (see kernelized); split, whose
+    # gradient is one concatenate, not a pad and an add per head
+    qs, ks = (kernelized.heads(x) for x in (q, k))
     if kernel == "softmax":
         def fq(h):
-            uq = log_features(w, q[:, :, h])
+            uq = log_features(w, qs[h])
             return jnp.exp(uq - jax.lax.stop_gradient(jnp.max(uq, axis=-1, keepdims=True)))
 
-        uk = lambda h: log_features(w, k[:, :, h])  # noqa: E731  the 1/√M factors cancel in the ratio
+        uk = lambda h: log_features(w, ks[h])  # noqa: E731  the 1/√M factors cancel in the ratio
         return kernelized.attention(fq, uk, v, key_mask, causal=causal, chunk=chunk, log_k=True)
     if kernel == "relu":
-        phi = lambda x: lambda h: jax.nn.relu(x[:, :, h].astype(F32) @ w.T) + RELU_EPS  # noqa: E731
-        return kernelized.attention(phi(q), phi(k), v, key_mask, causal=causal, chunk=chunk)
+        phi = lambda xs: lambda h: jax.nn.relu(xs[h].astype(F32) @ w.T) + RELU_EPS  # noqa: E731
+        return kernelized.attention(phi(qs), phi(ks), v, key_mask, causal=causal, chunk=chunk)
     raise ValueError(f"performer: kernel must be one of {KERNELS}, got {kernel!r}")
 
 
