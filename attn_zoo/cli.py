@@ -45,6 +45,9 @@ def _cmd_bench(sub):
                         "step per variant (LRA's efficiency table)")
     p.add_argument("--config", default="configs/text.py",
                    help="train-step mode: the model's task config (byte inputs, 2 classes)")
+    p.add_argument("--allocator", default="auto", choices=["auto", "system", "tcmalloc", "jemalloc"],
+                   help="malloc of the worker processes (LD_PRELOAD); auto: tcmalloc or jemalloc when "
+                        "installed, else glibc's (whose page faults slow large-temp steps)")
 
     def run(args):
         from attn_zoo.bench import run as bench

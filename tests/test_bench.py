@@ -1,5 +1,6 @@
 """The benchmark: crossover logic on known rows, and a tiny end-to-end run writing md/csv/png."""
 import argparse
+import subprocess
 
 from attn_zoo import attention
 from attn_zoo.bench import run as bench
@@ -24,7 +25,8 @@ def test_crossover_is_first_length_from_which_variant_stays_faster():
 def test_tiny_run_writes_table_csv_and_plot(tmp_path):
     args = argparse.Namespace(variants="local", lengths="64", batch=1, heads=2, head_dim=8,
                               dtype="float32", causal=True, repeats=1, baselines="xla",
-                              timeout=300, out=str(tmp_path), name="bench", mode="attention")
+                              timeout=300, out=str(tmp_path), name="bench", mode="attention",
+                              allocator="auto")
     rows = bench.main(args)
     assert {r["variant"] for r in rows} == {"xla", "local"}
     assert all("error" not in r for r in rows), rows
@@ -32,6 +34,24 @@ def test_tiny_run_writes_table_csv_and_plot(tmp_path):
     assert "| local |" in text and "Crossover" in text
     assert (tmp_path / "bench.csv").read_text().count("\n") == 3
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_workers_run_under_the_chosen_malloc(monkeypatch):
+    assert bench.malloc_preload("system") == ("system", None)
+    name, lib = bench.malloc_preload("auto")
+    assert (name == "system") == (lib is None) and name in ("system", *bench.ALLOCATORS)
+    envs = []
+
+    def fake_run(cmd, env, **kw):
+        envs.append(env)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"variant": "gemm"}\n', stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setenv("LD_PRELOAD", "libother.so")
+    bench.run_one({"variant": "gemm"}, 9, preload="libtcmalloc_minimal.so.4")
+    bench.run_one({"variant": "gemm"}, 9)
+    assert envs[0]["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libother.so"  # the user's stays
+    assert envs[1]["LD_PRELOAD"] == "libother.so"
 
 
 def test_failed_worker_is_reported_and_the_run_goes_on():
@@ -51,7 +71,7 @@ def test_a_length_limited_variant_past_its_limit_reports_the_limit():
 def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run_one(cfg, timeout):
+    def fake_run_one(cfg, timeout, preload=None):
         calls.append((cfg["variant"], cfg.get("length")))
         if cfg["variant"] == "gemm":
             return {"variant": "gemm", "gemm_gflops": 100.0}
@@ -61,7 +81,7 @@ def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "run_one", fake_run_one)
     args = argparse.Namespace(variants="local", lengths="128,64,256", batch=1, heads=1, head_dim=4,
                               dtype="float32", causal=False, repeats=1, baselines="xla",
-                              timeout=9, out=str(tmp_path), name="b", mode="attention")
+                              timeout=9, out=str(tmp_path), name="b", mode="attention", allocator="system")
     rows = bench.main(args)
     assert ("local", 64) in calls and ("local", 128) not in calls  # lengths run shortest first
     assert [c for c in calls if c[0] == "xla"] == [("xla", 64), ("xla", 128), ("xla", 256)]
@@ -73,7 +93,7 @@ def test_lengths_past_a_timeout_or_oom_are_not_run(tmp_path, monkeypatch):
 def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
     args = argparse.Namespace(variants="local,dense", lengths="64", batch=2, repeats=1, rounds=1,
                               config="configs/text.py:smoke", timeout=300, out=str(tmp_path),
-                              name="eff", mode="train-step")
+                              name="eff", mode="train-step", allocator="auto")
     rows = bench.main(args)
     # the reference and the no-attention ceiling first, even when not asked for
     assert [r["variant"] for r in rows] == ["dense", "none", "local"]
@@ -107,3 +127,9 @@ def test_lra_comparison_puts_the_papers_ratio_beside_ours():
     text = "\n".join(train_step.lra_comparison(rows))
     assert "| performer | 8.0× / 5.7× |" in text  # LRA: 8.0 / 1.4 steps/s
     assert "| dense | 1.0× / 1.0× |" in text
+
+
+def test_summary_survives_a_peak_too_small_to_measure():
+    rows = [{"variant": "xla", "length": 64, "fwd_s": 2e-3, "fwdbwd_s": 4e-3, "fwdbwd_peak_mb": 3.0},
+            {"variant": "local", "length": 64, "fwd_s": 1e-3, "fwdbwd_s": 2e-3, "fwdbwd_peak_mb": 0.0}]
+    assert "| local | 2.00× | 2.00× | 0 |" in bench.summary_at_longest(rows)

@@ -4,10 +4,16 @@ Each (variant, length) runs in a fresh process (attn_zoo.bench.worker) so that p
 own and an out-of-memory kill is reported as such while the run goes on. Baselines: `xla`
 (jax.nn.dot_product_attention), `cudnn` (GPU only) and `torch` (PyTorch's SDPA, when installed).
 Ratios in the report compare numbers taken in the same run; times are medians of several calls.
+
+Workers run under a caching malloc (tcmalloc or jemalloc, LD_PRELOAD) when one is installed:
+glibc's malloc hands XLA:CPU's large per-call temp buffers back to the OS, so every call faults
+them in again, page by page. On this project's 2-core VM that was 6.4 s of system CPU in an 11 s
+dense training step at 4K (dense 6.4 s per step under tcmalloc); it slows big-temp baselines most.
 """
 from __future__ import annotations
 
 import csv
+import ctypes.util
 import importlib.util
 import json
 import os
@@ -18,6 +24,23 @@ import sys
 import time
 
 EXACT_BASELINES = ("xla", "cudnn", "dense", "blockwise")
+ALLOCATORS = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}  # name -> library to find
+
+
+def malloc_preload(choice):
+    """(allocator name, library for LD_PRELOAD or None): 'system' = glibc's malloc; 'auto' = the
+    first of ALLOCATORS installed, else system; a named one must be installed."""
+    if choice == "system":
+        return "system", None
+    for name, lib in ALLOCATORS.items():
+        if choice in ("auto", name):
+            path = ctypes.util.find_library(lib)
+            if path:
+                return name, path
+            if choice == name:
+                raise SystemExit(f"--allocator {name}: lib{lib} not found (Debian: apt install "
+                                 f"{'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'})")
+    return "system", None
 
 
 def _last_error(stderr):
@@ -27,9 +50,12 @@ def _last_error(stderr):
     return (errors or lines or [""])[-1]
 
 
-def run_one(cfg, timeout):
-    """Run the worker for one configuration; failures come back as {'error': ...}."""
+def run_one(cfg, timeout, preload=None):
+    """Run the worker for one configuration (with `preload` as LD_PRELOAD, see malloc_preload);
+    failures come back as {'error': ...}."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if preload:
+        env["LD_PRELOAD"] = " ".join(filter(None, [preload, env.get("LD_PRELOAD")]))
     try:
         proc = subprocess.run([sys.executable, "-m", "attn_zoo.bench.worker", json.dumps(cfg)],
                               capture_output=True, text=True, timeout=timeout, env=env)
@@ -126,7 +152,8 @@ def report(rows, args, wall_s, gemm):
         f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {platform.python_version()}, "
         f"device {next((r['device'] for r in rows if 'device' in r), '?')}",
         f"Settings: B={args.batch}, H={args.heads}, D={args.head_dim}, {args.dtype}, "
-        f"causal={args.causal}, median of {args.repeats} calls; wall time {wall_s / 60:.1f} min.",
+        f"causal={args.causal}, median of {args.repeats} calls; wall time {wall_s / 60:.1f} min; "
+        f"malloc: {malloc_preload(args.allocator)[0]}.",
         "Peak MB: process peak RSS during one call above RSS before it. Speedup and memory ratio: "
         "against `xla` (jax.nn.dot_product_attention) at the same length, in this run. "
         "% peak: the exact computation's FLOPs (fwd 4·B·H·D·pairs, fwd+bwd 3×) over the fp32 GEMM "
@@ -172,7 +199,7 @@ def summary_at_longest(rows):
     for name, r in at.items():
         mem = r["fwdbwd_peak_mb"] / xla["fwdbwd_peak_mb"] if xla["fwdbwd_peak_mb"] > 0 else None
         line = (f"| {name} | {xla['fwdbwd_s'] / r['fwdbwd_s']:.2f}× | {xla['fwd_s'] / r['fwd_s']:.2f}× | "
-                f"{'—' if mem is None else f'1/{1 / mem:.0f}' if mem < 1 else f'{mem:.2f}'} |")
+                f"{'—' if mem is None else '0' if mem == 0 else f'1/{1 / mem:.0f}' if mem < 1 else f'{mem:.2f}'} |")
         if torch:
             line += f" {torch['fwdbwd_s'] / r['fwdbwd_s']:.2f}× |"
         lines.append(line)
@@ -252,7 +279,8 @@ def main(args):
         return train_step.main(args)
     lengths = sorted(int(n) for n in args.lengths.split(","))
     start = time.time()
-    gemm = run_one({"variant": "gemm"}, args.timeout)
+    preload = malloc_preload(args.allocator)[1]
+    gemm = run_one({"variant": "gemm"}, args.timeout, preload)
     print(f"fp32 GEMM rate: {gemm.get('gemm_gflops', float('nan')):.0f} GFLOP/s", flush=True)
     rows = []
     for name, cfg in configs(args):
@@ -261,7 +289,7 @@ def main(args):
             if ended:
                 row = {**cfg, "length": n, "error": f"not run: {ended}"}
             else:
-                row = run_one({**cfg, "length": n}, args.timeout)
+                row = run_one({**cfg, "length": n}, args.timeout, preload)
                 err = row.get("error", "")
                 if err.startswith(("timeout", "out of memory")):
                     ended = f"{err} at N={n}"

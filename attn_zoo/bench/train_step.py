@@ -108,14 +108,15 @@ def configs_for(args):
 
 
 def report(rows, args, wall_s):
-    from attn_zoo.bench.run import _cpu_name, _fmt
+    from attn_zoo.bench.run import _cpu_name, _fmt, malloc_preload
 
     ref = {r["length"]: r for r in rows if r["variant"] == REFERENCE and "error" not in r}
     lines = [
         "# training-step efficiency (LRA's efficiency table)", "",
         f"Command: `attn-zoo bench {' '.join(sys.argv[2:])}`",
         f"Machine: {_cpu_name()}, {os.cpu_count()} cores, device "
-        f"{next((r['device'] for r in rows if 'device' in r), '?')}; wall time {wall_s / 60:.1f} min.",
+        f"{next((r['device'] for r in rows if 'device' in r), '?')}; malloc: {malloc_preload(args.allocator)[0]}; "
+        f"wall time {wall_s / 60:.1f} min.",
         f"Model: `{args.config}` (LRA text: 4 layers, emb 256, qkv 256, mlp 1024, 4 heads) with each "
         f"variant's config options, batch {args.batch}, fp32; one AdamW step on a random batch, median of "
         f"{args.repeats} steps in each of {args.rounds} interleaved passes over all variants (the median of the "
@@ -193,15 +194,16 @@ def lra_comparison(rows):
 
 
 def main(args):
-    from attn_zoo.bench.run import run_one, save_rows, write_csv
+    from attn_zoo.bench.run import malloc_preload, run_one, save_rows, write_csv
 
     start = time.time()
+    preload = malloc_preload(args.allocator)[1]
     rounds = []
     for r in range(args.rounds):  # whole passes, so a slow spell of the machine hits every variant
         rows = []
         for name, cfg in configs_for(args):
             for n in [int(x) for x in args.lengths.split(",")]:
-                row = run_one({**cfg, "length": n}, args.timeout)
+                row = run_one({**cfg, "length": n}, args.timeout, preload)
                 rows.append({**row, "round": r})
                 save_rows(args, [rows[-1]])
                 status = row.get("error") or f"step {row['step_s']:.3f}s peak {row['peak_mb']:.0f}MB"
