@@ -1,6 +1,8 @@
 """The benchmark: crossover logic on known rows, and a tiny end-to-end run writing md/csv/png."""
 import argparse
+import os
 import subprocess
+import sys
 
 from attn_zoo import attention
 from attn_zoo.bench import run as bench
@@ -133,3 +135,18 @@ def test_summary_survives_a_peak_too_small_to_measure():
     rows = [{"variant": "xla", "length": 64, "fwd_s": 2e-3, "fwdbwd_s": 4e-3, "fwdbwd_peak_mb": 3.0},
             {"variant": "local", "length": 64, "fwd_s": 1e-3, "fwdbwd_s": 2e-3, "fwdbwd_peak_mb": 0.0}]
     assert "| local | 2.00× | 2.00× | 0 |" in bench.summary_at_longest(rows)
+
+
+def test_peak_memory_counts_pages_a_caching_malloc_kept(tmp_path):
+    """Under tcmalloc/jemalloc freed pages stay resident: without releasing them first, a call that
+    reuses them would show no peak at all."""
+    name, lib = bench.malloc_preload("auto")
+    if lib is None:
+        import pytest
+        pytest.skip("no tcmalloc or jemalloc installed")
+    code = ("import numpy as np; from attn_zoo.bench.worker import _peak_rss_delta_mb\n"
+            "np.ones(2**26).sum()\n"  # 512 MB allocated and freed: the allocator keeps it
+            "print(_peak_rss_delta_mb(lambda: np.ones(2**26).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LD_PRELOAD": lib})
+    assert float(out.stdout.split()[-1]) > 400, (name, out.stdout)

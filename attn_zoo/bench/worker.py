@@ -7,6 +7,7 @@ XLA's fused attention buffers are invisible to memory_analysis, so RSS is the ho
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import statistics
 import sys
@@ -22,8 +23,23 @@ def _rss_mb(field):
     return float("nan")
 
 
+def _release_free_memory():
+    """Return memory the allocator keeps for reuse to the OS, so that RSS before a call excludes
+    it: tcmalloc and jemalloc keep freed pages resident (glibc unmaps large blocks itself)."""
+    lib = ctypes.CDLL(None)
+    for name, args in (("MallocExtension_ReleaseFreeMemory", ()),  # tcmalloc
+                       ("mallctl", (b"arena.4096.purge", None, None, None, 0)),  # jemalloc, all arenas
+                       ("malloc_trim", (0,))):  # glibc
+        try:
+            getattr(lib, name)(*args)
+        except AttributeError:
+            pass
+
+
 def _peak_rss_delta_mb(call):
-    """Peak RSS during `call()` above RSS before it (resets the high-water mark first)."""
+    """Peak RSS during `call()` above RSS before it (frees the allocator's cache and resets the
+    high-water mark first)."""
+    _release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
