@@ -3,7 +3,9 @@
 # mlp 1024, 4 heads) per registered variant at N = 1K, 2K, 3K, 4K, batch 2 (LRA: batch 32 over
 # 16 TPU v3 chips, i.e. 2 per chip), against `dense` in the same run, beside LRA's published
 # ratios; two interleaved passes over all variants (the machine is shared: a slow spell hits all).
-# Writes experiments/results/efficiency-cpu.{md,csv,jsonl}. ~60 min on a 2-core CPU.
+# Workers run under tcmalloc when installed (apt install libtcmalloc-minimal4; the report names the
+# malloc): under glibc's, re-faulting XLA's temp buffers every step slows dense 1.7x at 4K.
+# Writes experiments/results/efficiency-cpu.{md,csv,jsonl}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-experiments/results}
