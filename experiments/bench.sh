@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The attention benchmark on this machine: every registered variant against jax.nn.dot_product_attention
 # (and PyTorch's CPU flash kernel when torch is installed), B=1, H=8, D=64, one process per measurement.
-#   main    -> bench-cpu:        fp32, N = 1K-8K               (~12 min on a quiet 2-core CPU)
+#   main    -> bench-cpu:        fp32, N = 1K-8K               (~10 min on a 2-core CPU)
 #   long    -> bench-cpu-long:   fp32, N = 16K, 32K, each variant until a timeout or OOM ends it
 #   causal  -> bench-cpu-causal: causal fp32, N = 1K-8K
 #   bf16    -> bench-cpu-bf16:   bf16, N = 1K, 2K
