@@ -8,6 +8,9 @@ traces one more step with `jax.profiler` and sums its thunks' durations by kind 
 without its number: ynn_fusion = XNNPACK dots with fused elementwise ops, ffi_call = the fused CPU
 attention kernel, transpose/copy fusions = layout changes). Compare a variant with `none` (the step
 without attention) to see what its attention costs inside the model.
+It runs under this process's malloc: prefix LD_PRELOAD=libtcmalloc_minimal.so.4 to match
+`attn-zoo bench`, which uses tcmalloc when installed (under glibc's, dense's steps are mostly
+page faults: see the sys CPU column).
 """
 import argparse
 import collections
