@@ -31,6 +31,7 @@ def test_tiny_run_writes_table_csv_and_plot(tmp_path):
                               allocator="auto")
     rows = bench.main(args)
     assert {r["variant"] for r in rows} == {"xla", "local"}
+    assert {r["malloc"] for r in rows} == {bench.malloc_preload("auto")[0]}  # the preload took effect
     assert all("error" not in r for r in rows), rows
     text = (tmp_path / "bench.md").read_text()
     assert "| local |" in text and "Crossover" in text

@@ -24,7 +24,8 @@ import sys
 import time
 
 EXACT_BASELINES = ("xla", "cudnn", "dense", "blockwise")
-ALLOCATORS = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}  # name -> library to find
+# name -> (library to find, its Debian package)
+ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4"), "jemalloc": ("jemalloc", "libjemalloc2")}
 
 
 def malloc_preload(choice):
@@ -32,14 +33,13 @@ def malloc_preload(choice):
     first of ALLOCATORS installed, else system; a named one must be installed."""
     if choice == "system":
         return "system", None
-    for name, lib in ALLOCATORS.items():
+    for name, (lib, package) in ALLOCATORS.items():
         if choice in ("auto", name):
             path = ctypes.util.find_library(lib)
             if path:
                 return name, path
             if choice == name:
-                raise SystemExit(f"--allocator {name}: lib{lib} not found (Debian: apt install "
-                                 f"{'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'})")
+                raise SystemExit(f"--allocator {name}: lib{lib} not found (Debian: apt install {package})")
     return "system", None
 
 
@@ -153,7 +153,7 @@ def report(rows, args, wall_s, gemm):
         f"device {next((r['device'] for r in rows if 'device' in r), '?')}",
         f"Settings: B={args.batch}, H={args.heads}, D={args.head_dim}, {args.dtype}, "
         f"causal={args.causal}, median of {args.repeats} calls; wall time {wall_s / 60:.1f} min; "
-        f"malloc: {malloc_preload(args.allocator)[0]}.",
+        f"malloc: {malloc_of(rows)}.",
         "Peak MB: process peak RSS during one call above RSS before it. Speedup and memory ratio: "
         "against `xla` (jax.nn.dot_product_attention) at the same length, in this run. "
         "% peak: the exact computation's FLOPs (fwd 4·B·H·D·pairs, fwd+bwd 3×) over the fp32 GEMM "
@@ -204,6 +204,11 @@ def summary_at_longest(rows):
             line += f" {torch['fwdbwd_s'] / r['fwdbwd_s']:.2f}× |"
         lines.append(line)
     return lines
+
+
+def malloc_of(rows):
+    """The malloc the workers reported running under (see malloc_preload)."""
+    return next((r["malloc"] for r in rows if "malloc" in r), "?")
 
 
 def _cpu_name():
@@ -298,8 +303,7 @@ def main(args):
             status = row.get("error") or f"fwd {row['fwd_s']:.3f}s fwd+bwd {row['fwdbwd_s']:.3f}s " \
                                          f"peak {row['fwdbwd_peak_mb']:.0f}MB"
             print(f"{name:>20} N={n:<6} {status}", flush=True)
-    text = report(rows, args, time.time() - start, gemm)
-    if args.out:
-        write(rows, args, time.time() - start, gemm, args.out, args.name)
+    wall_s = time.time() - start
+    text = write(rows, args, wall_s, gemm, args.out, args.name) if args.out else report(rows, args, wall_s, gemm)
     print(text)
     return rows

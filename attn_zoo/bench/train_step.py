@@ -108,14 +108,14 @@ def configs_for(args):
 
 
 def report(rows, args, wall_s):
-    from attn_zoo.bench.run import _cpu_name, _fmt, malloc_preload
+    from attn_zoo.bench.run import _cpu_name, _fmt, malloc_of
 
     ref = {r["length"]: r for r in rows if r["variant"] == REFERENCE and "error" not in r}
     lines = [
         "# training-step efficiency (LRA's efficiency table)", "",
         f"Command: `attn-zoo bench {' '.join(sys.argv[2:])}`",
         f"Machine: {_cpu_name()}, {os.cpu_count()} cores, device "
-        f"{next((r['device'] for r in rows if 'device' in r), '?')}; malloc: {malloc_preload(args.allocator)[0]}; "
+        f"{next((r['device'] for r in rows if 'device' in r), '?')}; malloc: {malloc_of(rows)}; "
         f"wall time {wall_s / 60:.1f} min.",
         f"Model: `{args.config}` (LRA text: 4 layers, emb 256, qkv 256, mlp 1024, 4 heads) with each "
         f"variant's config options, batch {args.batch}, fp32; one AdamW step on a random batch, median of "

@@ -23,17 +23,25 @@ def _rss_mb(field):
     return float("nan")
 
 
+# (malloc, a symbol only it exports, the call that returns its free pages to the OS)
+MALLOCS = (("tcmalloc", "MallocExtension_ReleaseFreeMemory", ()),
+           ("jemalloc", "mallctl", (b"arena.4096.purge", None, None, None, 0)),  # all arenas
+           ("system", "malloc_trim", (0,)))  # glibc
+
+
+def _malloc_name():
+    """The malloc this process runs under (as LD_PRELOAD made it), from the symbols it exports."""
+    lib = ctypes.CDLL(None)
+    return next((name for name, symbol, _ in MALLOCS[:-1] if hasattr(lib, symbol)), "system")
+
+
 def _release_free_memory():
     """Return memory the allocator keeps for reuse to the OS, so that RSS before a call excludes
     it: tcmalloc and jemalloc keep freed pages resident (glibc unmaps large blocks itself)."""
     lib = ctypes.CDLL(None)
-    for name, args in (("MallocExtension_ReleaseFreeMemory", ()),  # tcmalloc
-                       ("mallctl", (b"arena.4096.purge", None, None, None, 0)),  # jemalloc, all arenas
-                       ("malloc_trim", (0,))):  # glibc
-        try:
-            getattr(lib, name)(*args)
-        except AttributeError:
-            pass
+    for _, symbol, args in MALLOCS:
+        if hasattr(lib, symbol):
+            getattr(lib, symbol)(*args)
 
 
 def _peak_rss_delta_mb(call):
@@ -147,7 +155,7 @@ def main(argv):
         from attn_zoo.bench.train_step import measure
     else:
         measure = {"torch": measure_torch, "gemm": measure_gemm}.get(cfg["variant"], measure_jax)
-    print(json.dumps({**cfg, **measure(cfg)}), flush=True)
+    print(json.dumps({**cfg, **measure(cfg), "malloc": _malloc_name()}), flush=True)
 
 
 if __name__ == "__main__":
