@@ -11,18 +11,27 @@ import sys
 
 
 def _cmd_list(sub):
-    p = sub.add_parser("list", help="print the registered attention variants as a table")
+    p = sub.add_parser("list", help="print the registered attention variants as a table, or one "
+                                    "variant's options with their docs")
+    _plugins_arg(p)
+    p.add_argument("name", nargs="?", help="a registered variant: show its options")
     p.add_argument("--format", choices=["text", "markdown"], default="text")
 
     def run(args):
-        from attn_zoo.attention import table
-        print(table.registry_table(markdown=args.format == "markdown"))
+        from attn_zoo.attention.core import table
+        try:
+            print(table.variant_table(args.name, markdown=args.format == "markdown") if args.name
+                  else table.registry_table(markdown=args.format == "markdown"))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
     p.set_defaults(run=run)
 
 
 def _cmd_bench(sub):
     p = sub.add_parser("bench", help="time and memory of attention variants against length")
+    _plugins_arg(p)
     p.add_argument("--variants", default="dense,blockwise,local",
                    help="comma-separated registered names, or 'all'")
     p.add_argument("--lengths", default="1024,2048,4096,8192")
@@ -59,6 +68,7 @@ def _cmd_bench(sub):
 def _cmd_train(sub):
     p = sub.add_parser("train", help="train and evaluate a model from a config (resumes in --workdir)",
                        description="Extra --config.a.b=value arguments override config fields.")
+    _plugins_arg(p)
     p.add_argument("--config", required=True, help="path/to/config.py[:variant[,preset...]]")
     p.add_argument("--workdir", required=True)
 
@@ -164,6 +174,7 @@ def _check_or_fail(parser, args):
 def _cmd_pattern(sub):
     p = sub.add_parser("pattern", help="draw which (query, key) pairs a variant computes",
                        description="Variant options follow as --name value, e.g. --window 8.")
+    _plugins_arg(p)
     p.add_argument("name", help="a registered variant, or 'all' for a composite picture")
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--causal", action="store_true")
@@ -183,22 +194,17 @@ def _cmd_pattern(sub):
 
 def parse_options(extra):
     """['--window', '8', '--mode', 'fixed'] -> {'window': 8, 'mode': 'fixed'} (Python literals)."""
-    import ast
+    from attn_zoo.attention.core.options import parse_literal
 
     if len(extra) % 2 or not all(a.startswith("--") for a in extra[::2]):
         raise SystemExit(f"options must come as --name value pairs, got: {' '.join(extra)}")
-    out = {}
-    for name, value in zip(extra[::2], extra[1::2]):
-        try:
-            out[name[2:].replace("-", "_")] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name[2:].replace("-", "_")] = value
-    return out
+    return {name[2:].replace("-", "_"): parse_literal(value) for name, value in zip(extra[::2], extra[1::2])}
 
 
 def _cmd_compare(sub):
     p = sub.add_parser("compare", help="train variants on one task (per seed) and write a leaderboard",
                        description="Extra --config.a.b=value arguments override every run's config.")
+    _plugins_arg(p)
     p.add_argument("--config", required=True, help="path/to/task.py[:preset,...] (no variant)")
     p.add_argument("--variants", required=True, help="comma-separated names, or 'all'")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
@@ -236,11 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugins_arg(p):
+    p.add_argument("--plugins", default="", metavar="REFS",
+                   help="comma-separated attention plugins to load first: module names or .py paths "
+                        "(as $ATTN_ZOO_PLUGINS); a training workdir records them for eval/compare/summarize")
+
+
 def main(argv=None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    if getattr(args, "plugins", ""):
+        from attn_zoo import attention
+        try:
+            attention.plugins.load_all(r for r in args.plugins.split(",") if r.strip())
+        except (FileNotFoundError, ModuleNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return args.run(args) or 0
 
 

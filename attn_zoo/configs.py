@@ -7,11 +7,12 @@ they replace and the result is locked, so a mistyped name fails with the list of
 """
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 
 import ml_collections
+
+from attn_zoo.attention.core.options import parse_literal
 
 PREFIX = "--config."
 
@@ -28,12 +29,6 @@ def start(arg: str):
     return config, spec, presets
 
 
-def mixture_groups(heads: int, span: int) -> str:
-    """Mixture's head split for `heads` heads: half local(window=span), half strided(stride=span)."""
-    groups = f"local(window={span})*{heads - heads // 2}"
-    return groups + (f"+strided(stride={span})*{heads // 2}" if heads > 1 else "")
-
-
 def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
     """Apply the named presets from `table`, and tie a variant's length-sized parameters (its
     `spec.max_length` option) to the data length plus `extra_tokens` (CLS) and global tokens."""
@@ -41,9 +36,6 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
         if p not in table:
             raise ValueError(f"unknown preset {p!r} in '{where}'; presets: {', '.join(table)}")
         table[p](config)
-    if spec.name == "mixture" and config.attention.groups == spec.defaults["groups"]:
-        # the default groups cover 8 heads; any other head count gets the same split
-        config.attention.groups = mixture_groups(config.model.num_heads, 64)
     if spec.max_length is not None:
         config.attention[spec.max_length] = (config.data.get_ref("max_length") + extra_tokens
                                              + config.model.get_ref("num_global_tokens"))
@@ -52,18 +44,44 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
 
 # Pattern sizes for the CPU presets' 256-token sequences: the defaults' windows and blocks would
 # cover the whole sequence and make these variants compute dense attention.
-SHORT_OPTIONS = {"local": {"window": 32}, "longformer": {"window": 32}, "bigbird": {"block": 16}}
+SHORT_OPTIONS = {"local": {"window": 32}, "longformer": {"window": 32}, "bigbird": {"block": 16},
+                 "mixture": {"groups": "local(window=32)*1/2 + strided(stride=32)*rest"}}
 
 
 def short_options(config, length: int) -> None:
-    """Pattern options for the small CPU presets (2 heads) at `length` <= 256 tokens; longer inputs
-    keep the defaults (mixture's groups follow the head count in `finish`)."""
-    if length > 256:
-        return
-    if config.attention.name == "mixture":  # as `finish` splits the heads, at a shorter span
-        config.attention.groups = mixture_groups(config.model.num_heads, 32)
-    else:
+    """Pattern options for the small CPU presets at `length` <= 256 tokens; longer inputs keep
+    the defaults."""
+    if length <= 256:
         config.attention.update(SHORT_OPTIONS.get(config.attention.name, {}))
+
+
+def layer_attention(model_config, attn_config) -> list[dict]:
+    """Every layer's attention config, {'name': ..., **options}, as the model builds them: the
+    entries of model.layer_attention (a variant name, or a mapping with 'name' and options) or,
+    when it is empty, `attn_config` for every layer. The one normalizer of per-layer attention."""
+    def as_dict(a):
+        a = a.to_dict() if isinstance(a, ml_collections.ConfigDict) else a
+        return {"name": a} if isinstance(a, str) else dict(a)
+
+    per_layer = [as_dict(a) for a in model_config.get("layer_attention", ())]
+    return per_layer or [as_dict(attn_config)] * model_config.num_layers
+
+
+def check(config) -> None:
+    """Refuse, in one line, attention options that their variants' declarations do not allow
+    (type, range, unknown name) in config.attention and every per-layer entry."""
+    from attn_zoo import attention
+
+    entries = [("config.attention", config.attention.to_dict())]
+    if "model" in config:
+        entries += [(f"config.model.layer_attention[{i}]", a)
+                    for i, a in enumerate(layer_attention(config.model, config.attention))
+                    if config.model.get("layer_attention")]
+    for where, entry in entries:
+        opts = dict(entry)
+        if "name" not in opts:
+            raise ValueError(f"{where} has no 'name'; give a registered variant: {', '.join(attention.names())}")
+        attention.get(opts.pop("name")).options(**opts)
 
 
 def load(spec: str, overrides=()) -> ml_collections.ConfigDict:
@@ -77,6 +95,8 @@ def load(spec: str, overrides=()) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
     apply_overrides(config, overrides)
     config.lock()
+    if "attention" in config:
+        check(config)
     return config
 
 
@@ -131,25 +151,15 @@ def parse_value(text: str, old, name: str = "value"):
         if isinstance(old, str):
             return text
         if isinstance(old, (tuple, list)):
-            return type(old)(_literal_sequence(text))
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
+            value = parse_literal(text) if text.strip() else ()
+            if isinstance(value, str):  # 'local,dense': a comma-separated list of words
+                value = tuple(t.strip() for t in value.split(","))
+            return type(old)(value if isinstance(value, (tuple, list)) else (value,))
+        return parse_literal(text)
     except ValueError:
-        raise ValueError(f"cannot parse {text!r} for {name} (a {type(old).__name__}, "
+        kind = type(old).__name__
+        raise ValueError(f"cannot parse {text!r} for {name} (a{'n' * (kind[0] in 'aeiou')} {kind}, "
                          f"currently {old!r})") from None
-
-
-def _literal_sequence(text):
-    """'(1, 2)', "['local', {'name': 'dense'}]", 'local,dense' or '' -> a sequence."""
-    if not text.strip():
-        return ()
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return tuple(t.strip() for t in text.split(","))
-    return value if isinstance(value, (tuple, list)) else (value,)
 
 
 def _fields(node) -> str:

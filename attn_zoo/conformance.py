@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import dense
-from attn_zoo.attention.registry import AttentionSpec
+from attn_zoo.attention.core.registry import AttentionSpec
+from attn_zoo.attention.variants import dense
 
 B, L, H, D = 2, 21, 2, 8
 ATOL = 1e-5  # fp32 agreement with dense, outputs and gradients (DESIGN: never loosened)
@@ -41,6 +41,9 @@ def make_inputs(seed=0, length=L, dtype=jnp.float32, pad_fraction=0.3) -> Inputs
 
 
 RNG = jax.random.PRNGKey(2)
+# Inputs of the reference check: unit Gaussians whose relu features leave no query with a
+# near-zero normalizer (seed 9 has one: there fp32 itself loses 1e-5 against float64 in dq).
+REFERENCE_SEED = 1
 
 
 def _params(spec, x: Inputs, options):
@@ -230,6 +233,52 @@ def check_exact_limit(spec: AttentionSpec, options: Mapping[str, Any]):
         _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what, atol)
 
 
+def check_reference(spec: AttentionSpec, options: Mapping[str, Any]):
+    """7. A variant with a registered reference (a plain formula: a kernel's quadratic form, a
+    naive recurrence) equals it on outputs and gradients, within `spec.reference_atol`, with q
+    and k scaled by `spec.reference_scale` (> 1 makes running stabilizers change between chunks)."""
+    x = make_inputs(seed=REFERENCE_SEED)
+    x = dataclasses.replace(x, q=spec.reference_scale * x.q, k=spec.reference_scale * x.k)
+    params = _params(spec, x, options)
+    for causal in _causal_modes(spec):
+        f = _fn(spec, options, causal)
+        key = ("reference", spec.name, id(spec), repr(sorted(options.items())), causal)
+        if key not in _JITTED:
+            _JITTED[key] = jax.jit(lambda p, q, k, v, km: spec.reference(
+                p, q, k, v, key_mask=km, causal=causal, rng=RNG, **spec.options(**options)))
+        ref = _JITTED[key]
+        what = f"vs its reference (causal={causal})"
+        _close(f(params, x.q, x.k, x.v, x.key_mask), ref(params, x.q, x.k, x.v, x.key_mask), what,
+               spec.reference_atol)
+        for g, gr, n in zip(_grads(f, params, x, x.key_mask), _grads(ref, params, x, x.key_mask), "qkv"):
+            _close(g, gr, f"d{n} {what}", spec.reference_atol)
+
+
+def check_no_key_mask(spec: AttentionSpec, options: Mapping[str, Any]):
+    """2. key_mask=None means every key is real: the output equals an all-True mask's."""
+    x = make_inputs()
+    params = _params(spec, x, options)
+    ones = jnp.ones(x.key_mask.shape, bool)
+    for causal in _causal_modes(spec):
+        out = spec.apply(params, x.q, x.k, x.v, key_mask=None, causal=causal, rng=RNG, **options)
+        assert out.shape == (B, L, H, D), f"key_mask=None: output shape {out.shape} (causal={causal})"
+        _close(out, _fn(spec, options, causal)(params, x.q, x.k, x.v, ones),
+               f"key_mask=None vs an all-True key_mask (causal={causal})")
+
+
+def check_defaults(spec: AttentionSpec, options: Mapping[str, Any]):
+    """The defaults run at any head count and length: (H, L) = (1, 1) and (3, 7), finite."""
+    del options  # the defaults are the point
+    for h, n in ((1, 1), (3, 7)):
+        r = np.random.RandomState(10)
+        q, k, v = (jnp.asarray(r.randn(1, n, h, D), jnp.float32) for _ in range(3))
+        params = spec.init(jax.random.PRNGKey(1), q, k, v)
+        for causal in _causal_modes(spec):
+            out = spec.apply(params, q, k, v, causal=causal, rng=RNG)
+            assert out.shape == (1, n, h, D), f"defaults at H={h}, L={n}: output shape {out.shape}"
+            assert np.all(np.isfinite(np.asarray(out))), f"defaults at H={h}, L={n}: non-finite output"
+
+
 def check_bad_input(spec: AttentionSpec, options: Mapping[str, Any]):
     """Bad calls fail with a clear error: shapes, key_mask shape, causal with L != S, options."""
     x = make_inputs()
@@ -264,17 +313,21 @@ CHECKS: dict[str, Callable[[AttentionSpec, Mapping[str, Any]], None]] = {
     "shapes": check_shapes, "vmap": check_vmap, "key_mask": check_key_mask,
     "causal": check_causal, "empty_rows": check_empty_rows, "bf16": check_bf16,
     "matches_dense": check_matches_dense, "exact_limit": check_exact_limit,
+    "reference": check_reference, "no_key_mask": check_no_key_mask, "defaults": check_defaults,
     "bad_input": check_bad_input,
 }
 
 
 def applicable(spec: AttentionSpec) -> list[str]:
     """The checks that apply to a spec (dense is the reference itself: tested on formulas)."""
-    out = ["shapes", "vmap", "key_mask", "causal", "empty_rows", "bf16", "bad_input"]
+    out = ["shapes", "vmap", "key_mask", "no_key_mask", "causal", "empty_rows", "bf16", "defaults",
+           "bad_input"]
     if spec.exact and spec.name != "dense":
         out.append("matches_dense")
     if not spec.exact and spec.exact_limit is not None:
         out.append("exact_limit")
+    if spec.reference is not None:
+        out.append("reference")
     return out
 
 
@@ -284,7 +337,7 @@ def cases(specs) -> list[tuple[str, int, str]]:
     for spec in specs:
         for i in range(len(spec.test_options)):
             for check in applicable(spec):
-                if check in ("exact_limit", "bad_input") and i > 0:
+                if check in ("exact_limit", "bad_input", "defaults") and i > 0:
                     continue  # independent of the option set
                 out.append((spec.name, i, check))
     return out

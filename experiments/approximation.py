@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_zoo import attention
-from attn_zoo.attention import dense
+from attn_zoo.attention.variants import dense
 
 H, D = 4, 64
 KINDS = ("random", "small", "peaked")

@@ -24,7 +24,7 @@ def main(argv=None):
     out = pictures.draw_all(args.length, os.path.join(RESULTS, "patterns.png"))
     print(f"wrote {os.path.relpath(out)}")
     if args.per_variant:
-        for name in attention.names():
+        for name in attention.names(builtin=True):
             spec = attention.get(name)
             path = os.path.join(RESULTS, f"pattern-{name}.png")
             try:

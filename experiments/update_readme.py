@@ -5,7 +5,7 @@ result files in experiments/results/ (bench-cpu.csv, efficiency-cpu.csv, lra-cpu
 """
 import pathlib
 
-from attn_zoo.attention import table
+from attn_zoo.attention.core import table
 from attn_zoo.bench import front
 
 root = pathlib.Path(__file__).resolve().parents[1]

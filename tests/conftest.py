@@ -14,3 +14,14 @@ _CACHE = os.environ.get("ATTN_ZOO_JAX_CACHE", os.path.expanduser("~/.cache/attn_
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`-k NAME` that selects nothing: say how a plugin's tests come to exist."""
+    keyword = session.config.getoption("keyword", "")
+    if exitstatus == 5 and keyword:
+        from attn_zoo import attention
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"no test matched -k {keyword!r}. A plugin's conformance tests exist only when it is loaded: "
+            f"ATTN_ZOO_PLUGINS=path/to/my_attn.py python -m pytest tests/test_conformance.py -k NAME "
+            f"(a module name on PYTHONPATH works too). Registered: {', '.join(attention.names())}")

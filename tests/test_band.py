@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_zoo.attention import band
-from attn_zoo.attention import block_sparse as bs
+from attn_zoo.attention.core import band
+from attn_zoo.attention.core import block_sparse as bs
 
 
 @pytest.mark.parametrize("L,S,dlo,dhi,block", [(37, 37, -5, 5, 8), (37, 37, 0, 5, 8), (64, 64, -10, 10, 16),

@@ -1,10 +1,14 @@
-"""The benchmark: crossover logic on known rows, and a tiny end-to-end run writing md/csv/png."""
+"""The benchmark: crossover logic on known rows, a tiny end-to-end run writing md/csv/png, and the
+package's layering (a JAX-free common module at the bottom, no cycles, no private imports)."""
 import argparse
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
 from attn_zoo import attention
+from attn_zoo.bench import attention_alone, common, train_step
 from attn_zoo.bench import run as bench
 
 
@@ -18,7 +22,7 @@ def test_crossover_is_first_length_from_which_variant_stays_faster():
             _row("fast", 1024, 3.0), _row("fast", 2048, 3.0), _row("fast", 4096, 3.0),
             _row("always", 1024, 0.5), _row("always", 2048, 1.0), _row("always", 4096, 2.0),
             _row("never", 1024, 9.0), _row("never", 2048, 9.0), _row("never", 4096, 99.0)]
-    got = bench.crossovers(rows)
+    got = attention_alone.crossovers(rows)
     assert got["fast"] == "2048"  # best exact baseline at 2048 is blockwise (3.0): ties count
     assert got["always"] == "≤ 1024"
     assert got["never"] == "> 4096"
@@ -31,7 +35,7 @@ def test_tiny_run_writes_table_csv_and_plot(tmp_path):
                               allocator="auto")
     rows = bench.main(args)
     assert {r["variant"] for r in rows} == {"xla", "local"}
-    assert {r["malloc"] for r in rows} == {bench.malloc_preload("auto")[0]}  # the preload took effect
+    assert {r["malloc"] for r in rows} == {common.malloc_preload("auto")[0]}  # the preload took effect
     assert all("error" not in r for r in rows), rows
     text = (tmp_path / "bench.md").read_text()
     assert "| local |" in text and "Crossover" in text
@@ -40,9 +44,9 @@ def test_tiny_run_writes_table_csv_and_plot(tmp_path):
 
 
 def test_workers_run_under_the_chosen_malloc(monkeypatch):
-    assert bench.malloc_preload("system") == ("system", None)
-    name, lib = bench.malloc_preload("auto")
-    assert (name == "system") == (lib is None) and name in ("system", *bench.ALLOCATORS)
+    assert common.malloc_preload("system") == ("system", None)
+    name, lib = common.malloc_preload("auto")
+    assert (name == "system") == (lib is None) and name in ("system", *common.ALLOCATORS)
     envs = []
 
     def fake_run(cmd, env, **kw):
@@ -109,8 +113,6 @@ def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
 
 
 def test_rounds_merge_to_the_median_step_and_keep_errors():
-    from attn_zoo.bench import train_step
-
     row = lambda v, s, mb: {"variant": v, "length": 64, "step_s": s, "compile_s": 1.0, "peak_mb": mb}  # noqa: E731
     rounds = [[row("dense", 2.0, 10), row("local", 1.0, 5), {"variant": "x", "length": 64, "error": "oom"}],
               [row("dense", 4.0, 12), row("local", 3.0, 4), row("x", 1.0, 1)],
@@ -122,8 +124,6 @@ def test_rounds_merge_to_the_median_step_and_keep_errors():
 
 
 def test_lra_comparison_puts_the_papers_ratio_beside_ours():
-    from attn_zoo.bench import train_step
-
     rows = [{"variant": "dense", "length": 4096, "step_s": 2.0},
             {"variant": "performer", "length": 4096, "step_s": 0.25},
             {"variant": "local", "length": 4096, "error": "out of memory"}]
@@ -135,19 +135,68 @@ def test_lra_comparison_puts_the_papers_ratio_beside_ours():
 def test_summary_survives_a_peak_too_small_to_measure():
     rows = [{"variant": "xla", "length": 64, "fwd_s": 2e-3, "fwdbwd_s": 4e-3, "fwdbwd_peak_mb": 3.0},
             {"variant": "local", "length": 64, "fwd_s": 1e-3, "fwdbwd_s": 2e-3, "fwdbwd_peak_mb": 0.0}]
-    assert "| local | 2.00× | 2.00× | 0 |" in bench.summary_at_longest(rows)
+    assert "| local | 2.00× | 2.00× | 0 |" in attention_alone.summary_at_longest(rows)
 
 
 def test_peak_memory_counts_pages_a_caching_malloc_kept(tmp_path):
     """Under tcmalloc/jemalloc freed pages stay resident: without releasing them first, a call that
     reuses them would show no peak at all."""
-    name, lib = bench.malloc_preload("auto")
+    name, lib = common.malloc_preload("auto")
     if lib is None:
         import pytest
         pytest.skip("no tcmalloc or jemalloc installed")
-    code = ("import numpy as np; from attn_zoo.bench.worker import _peak_rss_delta_mb\n"
+    code = ("import numpy as np; from attn_zoo.bench.common import peak_rss_delta_mb\n"
             "np.ones(2**26).sum()\n"  # 512 MB allocated and freed: the allocator keeps it
-            "print(_peak_rss_delta_mb(lambda: np.ones(2**26).sum()))")
+            "print(peak_rss_delta_mb(lambda: np.ones(2**26).sum()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "LD_PRELOAD": lib})
     assert float(out.stdout.split()[-1]) > 400, (name, out.stdout)
+
+
+def test_the_common_layer_imports_no_jax():
+    """The driver uses attn_zoo.bench.common before it spawns any worker: it must not start JAX."""
+    code = "import sys, attn_zoo.bench.common; assert 'jax' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    tree = ast.parse(pathlib.Path(common.__file__).read_text())  # not even inside a function
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.split(".")[0] in ("jax", "jaxlib", "attn_zoo")}, imported
+
+
+def _bench_imports():
+    """{module: {(sibling module, name or None)}}: what each attn_zoo.bench module imports from its
+    siblings, lazy imports inside functions included."""
+    package = pathlib.Path(common.__file__).parent
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    out = {}
+    for m in modules:
+        got = set()
+        for node in ast.walk(ast.parse((package / f"{m}.py").read_text())):
+            if isinstance(node, ast.Import):
+                got |= {(a.name.split(".")[2], None) for a in node.names
+                        if a.name.startswith("attn_zoo.bench.") and a.name.count(".") >= 2}
+            elif isinstance(node, ast.ImportFrom) and node.level:  # relative: from .x import y
+                got |= ({(node.module.split(".")[0], a.name) for a in node.names} if node.module
+                        else {(a.name, None) for a in node.names})
+            elif isinstance(node, ast.ImportFrom) and node.module == "attn_zoo.bench":
+                got |= {(a.name, None) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("attn_zoo.bench."):
+                got |= {(node.module.split(".")[2], a.name) for a in node.names}
+        out[m] = got
+    return out
+
+
+def test_bench_modules_are_layered_without_cycles_or_private_imports():
+    imports = _bench_imports()
+    assert {"common", "attention_alone", "train_step", "run", "worker"} <= set(imports)
+    private = {(m, s, n) for m, got in imports.items() for s, n in got if n and n.startswith("_")}
+    assert not private, private
+    assert not imports["common"], imports["common"]
+    assert {s for s, _ in imports["attention_alone"] | imports["train_step"]} <= {"common"}
+    assert "worker" not in {s for s, _ in imports["run"]} and "run" not in {s for s, _ in imports["worker"]}
+    graph = {m: {s for s, _ in got} for m, got in imports.items()}
+
+    def reaches(start, target, seen=()):
+        return any(s == target or (s not in seen and reaches(s, target, (*seen, s))) for s in graph.get(start, ()))
+
+    assert not [m for m in graph if reaches(m, m)], graph

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from attn_zoo import attention
-from attn_zoo.attention import masks, reformer, routing, sinkhorn, synthesizer
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.variants import routing, sinkhorn
 
 B, N, H, D = 2, 21, 2, 8
 ATOL = 1e-5

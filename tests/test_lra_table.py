@@ -73,11 +73,11 @@ def test_majority_rate(head, expected):
 @pytest.mark.parametrize("task", [name for name, _ in lra_table.TASKS])
 def test_every_variant_resolves_with_the_cpu_preset(task):
     from attn_zoo import attention, configs
-    from attn_zoo.attention import mixture
+    from attn_zoo.attention.variants import mixture
     for name in attention.names():
         if task == "bytelm" and not attention.get(name).supports_causal:
             continue
         c = configs.load(f"{ROOT}/configs/{task}.py:{name},cpu")
         assert c.data.max_length <= 1024 and c.model.num_layers == 1
         if name == "mixture":  # the groups must cover exactly the model's heads
-            assert sum(count for _, count, _ in mixture.parse(c.attention.groups)) == c.model.num_heads
+            assert sum(mixture.head_counts(c.attention.groups, c.model.num_heads)) == c.model.num_heads

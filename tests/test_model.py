@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from attn_zoo import attention
-from attn_zoo.attention import dense
+from attn_zoo.attention.variants import dense
 from attn_zoo.models import AttentionState, Transformer
 from attn_zoo.train import steps
 
@@ -85,7 +85,7 @@ def _centroid_variant():
         return {**params, "centroid": 0.5 * params["centroid"] + 0.5 * mean}
 
     return attention.register("test_centroid", family="clustering", exact=False, supports_causal=True,
-                              impl=impl, init_fn=init, update=update, replace=True)
+                              impl=impl, init_fn=init, state=("centroid",), update=update, replace=True)
 
 
 def test_attention_state_is_updated_not_differentiated():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from attn_zoo import attention
-from attn_zoo.attention import bigbird, block_sparse, dense, masks, mixture
+from attn_zoo.attention.core import block_sparse, masks
+from attn_zoo.attention.variants import bigbird, dense, mixture
 
 RNG = jax.random.PRNGKey(3)
 
@@ -135,6 +136,26 @@ def test_mixture_grammar():
     for bad in ("local(64)", "local(window=64", "local*0", "local(window=foo())"):
         with pytest.raises(ValueError):
             mixture.parse(bad)
+
+
+@pytest.mark.parametrize("H", [1, 2, 3, 4, 8])
+def test_mixture_defaults_run_at_any_head_count(H):
+    spec = attention.get("mixture")
+    q, k, v, _ = _inputs(L=9, H=H)
+    out = spec.apply(spec.init(RNG, q, k, v), q, k, v, rng=RNG)
+    assert out.shape == q.shape and np.all(np.isfinite(np.asarray(out)))
+    # half local (rounded up), the rest strided: head 0 is local, the last head strided when H > 1
+    counts = mixture.head_counts(spec.defaults["groups"], H)
+    assert counts == [H - H // 2, H // 2]
+    ref = attention.get("local").apply({}, q[:, :, :1], k[:, :, :1], v[:, :, :1], window=64)
+    np.testing.assert_allclose(out[:, :, :1], ref, atol=1e-5)
+
+
+def test_mixture_relative_counts():
+    assert mixture.head_counts("dense*2 + local*1/4 + strided*rest", 8) == [2, 2, 4]
+    assert mixture.head_counts("dense*1/3 + local*rest", 1) == [1, 0]
+    with pytest.raises(ValueError, match="at most one group"):
+        mixture.parse("dense*rest + local*rest")
 
 
 def test_mixture_heads_and_late_registration():

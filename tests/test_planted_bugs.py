@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from attn_zoo import attention, conformance
-from attn_zoo.attention import dense, masks
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.variants import dense
 
 
 def _leaky_causal(params, q, k, v, *, key_mask, causal, rng):

@@ -2,7 +2,7 @@
 import pathlib
 import re
 
-from attn_zoo.attention import table
+from attn_zoo.attention.core import table
 from attn_zoo.bench import front
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

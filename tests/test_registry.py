@@ -4,11 +4,12 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import pytest
 
 from attn_zoo import attention, conformance
-from attn_zoo.attention import dense
+from attn_zoo.attention.variants import dense
 
 
 def test_names_sorted_and_core_variants_present():
@@ -63,7 +64,8 @@ def test_noncausal_variant_refuses_causal():
 PLUGIN = textwrap.dedent('''
     """A variant defined outside attn_zoo: dense attention under another name."""
     import numpy as np
-    from attn_zoo.attention import dense, register
+    from attn_zoo.attention import register
+    from attn_zoo.attention.variants import dense
     register("my_plugin_attention", family="dense", exact=True, supports_causal=True,
              impl=dense.attention, pattern_fn=lambda L, S, **_: np.ones((L, S), bool))
 ''')
@@ -79,4 +81,51 @@ def test_variant_registered_outside_the_package_is_tested(tmp_path):
          "-k", "my_plugin_attention", "-p", "no:cacheprovider", "-p", "no:xdist"],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "8 passed" in result.stdout, result.stdout[-2000:]  # 7 checks + matches_dense + coverage
+    assert "10 passed" in result.stdout, result.stdout[-2000:]  # 9 checks + matches_dense
+
+
+@pytest.mark.parametrize("name,options,error", [
+    ("local", {"window": -1}, ValueError), ("local", {"window": 2.5}, TypeError),
+    ("local", {"window": True}, TypeError), ("local", {"engine": "bogus"}, ValueError),
+    ("performer", {"num_features": 0}, ValueError), ("dense", {"temperature": 0.0}, ValueError),
+    ("bigbird", {"num_sliding": 2}, ValueError), ("longformer", {"global_indices": (0, -3)}, ValueError),
+    ("mixture", {"groups": "local(window=-1)*rest"}, ValueError),
+])
+def test_typed_options_refuse_bad_values_in_one_line(name, options, error):
+    spec = attention.get(name)
+    x = conformance.make_inputs()
+    (option, value), = options.items()
+    with pytest.raises(error) as e:
+        spec.apply(spec.init(jax.random.PRNGKey(0), x.q, x.k, x.v), x.q, x.k, x.v,
+                   rng=jax.random.PRNGKey(0), **options)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"attention '{name}'"), msg
+    assert (option in msg and repr(value) in msg) or (name == "mixture" and "window=-1" in msg), msg
+
+
+def test_typed_options_accept_ints_for_floats_and_document_every_option():
+    spec = attention.get("dense")
+    assert spec.options(temperature=2) == {**spec.defaults, "temperature": 2.0}
+    for name in attention.names():
+        rows = attention.get(name).option_rows()
+        assert [r["option"] for r in rows] == list(attention.get(name).defaults)
+        assert all(r["doc"] and r["allowed"] for r in rows), name
+
+
+@pytest.mark.parametrize("bad", ["--config.attention.window=-1", "--config.attention.window=2.5",
+                                 "--config.attention.engine=bogus"])
+def test_cli_refuses_bad_options_before_building_anything(tmp_path, capsys, bad):
+    from attn_zoo import cli
+    workdir = tmp_path / "w"
+    assert cli.main(["train", "--config", "configs/listops.py:local,smoke", "--workdir", str(workdir), bad]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert bad.split(".")[-1].split("=")[0] in err, err
+    assert not workdir.exists()
+
+
+def test_list_shows_one_variants_options(capsys):
+    from attn_zoo import cli
+    assert cli.main(["list", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "window" in out and "int >= 0" in out and "keys on each side" in out

@@ -4,36 +4,27 @@
     attention.names(); spec = attention.get("local")
     out = spec.apply(params, q, k, v, key_mask=m, causal=False, window=64)
 
-Importing this package registers every built-in variant; `register` adds your own.
+Importing this package registers every built-in variant, then the plugins named in
+$ATTN_ZOO_PLUGINS or entry points (`plugins`); `register` adds your own.
 """
-from attn_zoo.attention.registry import AttentionSpec, get, names, register, unregister
+from attn_zoo.attention.core.registry import AttentionSpec, get, names, register, unregister
 
 
 def _import_builtins():
-    """Every module in this package registers its variants on import: adding a file adds a variant."""
+    """Every module in `variants/` registers its variant on import: adding a file adds a variant."""
     import importlib
     import pkgutil
 
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        importlib.import_module(f"{__name__}.{info.name}")
+    from attn_zoo.attention import variants
+
+    for info in sorted(pkgutil.iter_modules(variants.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{variants.__name__}.{info.name}")
 
 
 _import_builtins()
 
-__all__ = ["AttentionSpec", "get", "names", "register", "unregister"]
+from attn_zoo.attention import plugins  # noqa: E402  (after the built-ins: plugins may use them)
 
+plugins.load_environment()
 
-def _load_plugins():
-    """Import out-of-package variants: entry points in group `attn_zoo.attention`, and modules
-    named in $ATTN_ZOO_PLUGINS (comma-separated). Importing a module registers its variants."""
-    import importlib
-    import os
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="attn_zoo.attention"):
-        ep.load()
-    for module in filter(None, os.environ.get("ATTN_ZOO_PLUGINS", "").split(",")):
-        importlib.import_module(module.strip())
-
-
-_load_plugins()
+__all__ = ["AttentionSpec", "get", "names", "plugins", "register", "unregister"]

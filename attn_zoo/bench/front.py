@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import os
 
-from attn_zoo.attention.registry import get, names
-from attn_zoo.attention.table import length_cell
+from attn_zoo import attention
+from attn_zoo.attention.core.table import length_cell
+from attn_zoo.bench.train_step import speedups
 
 START, END = "<!-- front:start -->", "<!-- front:end -->"
 ATTENTION_N, TRAIN_N = 8192, 4096
@@ -45,8 +46,6 @@ def attention_ratios(rows, n=ATTENTION_N):
 
 def train_ratios(rows, n=TRAIN_N):
     """{variant: step speedup over dense} at length n (train_step.speedups on the CSV's rows)."""
-    from attn_zoo.bench.train_step import speedups
-
     parsed = [{"variant": r["variant"], "length": int(r["length"]), "step_s": float(r["step_s"])}
               for r in rows if _ok(r, "step_s")]
     return {v: per_n[n] for v, per_n in speedups(parsed).items() if n in per_n}
@@ -76,8 +75,8 @@ def table(results_dir) -> str:
              f"attn fwd+bwd speedup @{ATTENTION_N // 1024}K", f"attn memory @{ATTENTION_N // 1024}K",
              f"train step speedup @{TRAIN_N // 1024}K"] + [f"{label} acc %" for _, label in TASKS])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in names():
-        spec = get(name)
+    for name in attention.names(builtin=True):
+        spec = attention.get(name)
         speed, mem = attn.get(name, (None, None))
         cells = [name, "yes" if spec.exact else "no", "yes" if spec.supports_causal else "no",
                  "yes",  # key_mask: every registered variant passes the conformance suite's check
@@ -93,10 +92,10 @@ def table(results_dir) -> str:
 def missing(results_dir) -> dict[str, list[str]]:
     """Registered variants absent from each source (bytelm only asks for causal variants)."""
     attn, train, acc = _sources(results_dir)
-    out = {"bench-cpu.csv": [n for n in names() if n not in attn],
-           "efficiency-cpu.csv": [n for n in names() if n not in train]}
+    out = {"bench-cpu.csv": [n for n in attention.names(builtin=True) if n not in attn],
+           "efficiency-cpu.csv": [n for n in attention.names(builtin=True) if n not in train]}
     for task, _ in TASKS:
-        wanted = [n for n in names() if task != "bytelm" or get(n).supports_causal]
+        wanted = [n for n in attention.names(builtin=True) if task != "bytelm" or attention.get(n).supports_causal]
         out[f"lra-cpu.csv ({task})"] = [n for n in wanted if (n, task) not in acc]
     return {k: v for k, v in out.items() if v}
 

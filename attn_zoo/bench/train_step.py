@@ -1,16 +1,20 @@
-"""`attn-zoo bench --mode train-step`: LRA's efficiency table, a whole model training step per variant.
+"""The train-step suite (`attn-zoo bench --mode train-step`): LRA's efficiency table, a whole model
+training step per variant.
 
 LRA timed training steps of its byte-level text model (4 layers, emb 256, qkv 256, mlp 1024, 4 heads)
 at input lengths 1K-4K and reported steps/s and peak memory. Here every registered variant trains
 that model (`--config`, default configs/text.py, with the config's own attention options) on a
-random batch; each (variant, length) in its own process, as in the attention benchmark. The
-sequence the attention sees is exactly N long: the input is N minus the model's CLS/global tokens.
+random batch; `measure` runs each (variant, length) in its own worker process, as in the attention
+suite, and the driver's passes over all variants are merged by `merge_rounds`. The sequence the
+attention sees is exactly N long: the input is N minus the model's CLS/global tokens.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+
+from attn_zoo.bench.common import cpu_name, fmt, malloc_of, median_seconds, peak_rss_delta_mb
 
 # LRA paper, Table 2 (byte-level text, batch 32 on 4x4 TPU v3): steps/s at 1K/2K/3K/4K and peak
 # memory per device (GB) at 1K and 4K, under the attn_zoo name of each model.
@@ -33,23 +37,21 @@ CEILING = "none"
 
 
 def _register_ceiling():
-    from attn_zoo.attention import registry
+    from attn_zoo import attention
 
-    if CEILING not in registry.names():
-        registry.register(CEILING, family="dense", exact=False, supports_causal=True,
-                          impl=lambda params, q, k, v, *, key_mask, causal, rng: v, defaults={},
-                          complexity="O(N)", description="no attention: out = v")
+    if CEILING not in attention.names():
+        attention.register(CEILING, family="dense", exact=False, supports_causal=True,
+                           impl=lambda params, q, k, v, *, key_mask, causal, rng: v, defaults={},
+                           complexity="O(N)", description="no attention: out = v")
 
 
 def measure(cfg):
     """Compile seconds, median seconds per step and peak RSS of the first step for one variant."""
     import jax
 
-    from attn_zoo.bench.worker import _median_seconds, _peak_rss_delta_mb
-
     call, result = compiled_step(cfg)
-    result["peak_mb"] = _peak_rss_delta_mb(call)
-    result["step_s"] = _median_seconds(call, cfg["repeats"])
+    result["peak_mb"] = peak_rss_delta_mb(call)
+    result["step_s"] = median_seconds(call, cfg["repeats"])
     result["device"] = jax.devices()[0].device_kind
     return result
 
@@ -108,13 +110,11 @@ def configs_for(args):
 
 
 def report(rows, args, wall_s):
-    from attn_zoo.bench.run import _cpu_name, _fmt, malloc_of
-
     ref = {r["length"]: r for r in rows if r["variant"] == REFERENCE and "error" not in r}
     lines = [
         "# training-step efficiency (LRA's efficiency table)", "",
         f"Command: `attn-zoo bench {' '.join(sys.argv[2:])}`",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, device "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, device "
         f"{next((r['device'] for r in rows if 'device' in r), '?')}; malloc: {malloc_of(rows)}; "
         f"wall time {wall_s / 60:.1f} min.",
         f"Model: `{args.config}` (LRA text: 4 layers, emb 256, qkv 256, mlp 1024, 4 heads) with each "
@@ -134,7 +134,7 @@ def report(rows, args, wall_s):
         speed = base["step_s"] / r["step_s"] if base else None
         mem = r["peak_mb"] / base["peak_mb"] if base and base["peak_mb"] > 0 else None
         lines.append(f"| {r['variant']} | {r['length']} | {r['compile_s']:.1f} | {1e3 * r['step_s']:.0f} | "
-                     f"{1 / r['step_s']:.2f} | {_fmt(speed)}× | {r['peak_mb']:.0f} | {_fmt(mem, 2)} |")
+                     f"{1 / r['step_s']:.2f} | {fmt(speed)}× | {r['peak_mb']:.0f} | {fmt(mem, 2)} |")
     lines += lra_comparison(rows)
     return "\n".join(lines) + "\n"
 
@@ -192,28 +192,3 @@ def lra_comparison(rows):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
-
-def main(args):
-    from attn_zoo.bench.run import malloc_preload, run_one, save_rows, write_csv
-
-    start = time.time()
-    preload = malloc_preload(args.allocator)[1]
-    rounds = []
-    for r in range(args.rounds):  # whole passes, so a slow spell of the machine hits every variant
-        rows = []
-        for name, cfg in configs_for(args):
-            for n in [int(x) for x in args.lengths.split(",")]:
-                row = run_one({**cfg, "length": n}, args.timeout, preload)
-                rows.append({**row, "round": r})
-                save_rows(args, [rows[-1]])
-                status = row.get("error") or f"step {row['step_s']:.3f}s peak {row['peak_mb']:.0f}MB"
-                print(f"{name:>20} N={n:<6} round {r} {status}", flush=True)
-        rounds.append(rows)
-    rows = merge_rounds(rounds)
-    text = report(rows, args, time.time() - start)
-    if args.out:
-        with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
-            f.write(text)
-        write_csv(rows, os.path.join(args.out, f"{args.name}.csv"))
-    print(text)
-    return rows

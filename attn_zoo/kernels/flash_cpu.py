@@ -1,8 +1,8 @@
 """The fused CPU attention kernel (`flash_cpu.cc`): built on first use, called through jax.ffi.
 
 `attention(...)` is exact softmax attention over the band dlo <= i - j <= dhi (plus key_mask)
-with a custom VJP, the same contract as the XLA engines in `attention/block_sparse.py` and
-`attention/band.py`, which use it on CPU for fp32 inputs when it is available. The C++ source is
+with a custom VJP, the same contract as the XLA engines in `attention/core/block_sparse.py` and
+`attention/core/band.py`, which use it on CPU for fp32 inputs when it is available. The C++ source is
 compiled once per machine into a cache directory (`$ATTN_ZOO_KERNEL_CACHE`, default
 `~/.cache/attn_zoo`) against jaxlib's FFI headers and the OpenBLAS of the `scipy-openblas32`
 wheel. Without a C++ compiler the engines fall back to XLA, with one warning naming the reason;
@@ -24,6 +24,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from attn_zoo.kernels.vjp import lse_kernel
 
 F32 = jnp.float32
 SOURCE = Path(__file__).with_name("flash_cpu.cc")
@@ -130,6 +132,4 @@ def _kernel(scale, dlo, dhi, blocks, bwd_blocks):
         return jax.ffi.ffi_call(_BACKWARD, shapes, vmap_method="broadcast_all")(
             q, k, v, kmask, out, lse, dout, dlse, **attrs(*bwd_blocks))
 
-    # Imported here: block_sparse imports this module (its `full` calls the kernel).
-    from attn_zoo.attention.block_sparse import lse_kernel  # the engines' custom-VJP wiring
     return lse_kernel(forward, backward)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from attn_zoo import attention
+from attn_zoo import attention, configs
 from attn_zoo.models.dropout import dropout
 
 
@@ -36,20 +36,13 @@ def sinusoidal(length, dim):
     return jnp.asarray(table)
 
 
-def _state_mask(spec, params, q, k, v, options):
-    """Per leaf of params: True if spec.update changes it (state), False if passed through."""
-    leaves, treedef = jax.tree.flatten(params)
-    if spec.update is None or not leaves:
-        return (False,) * len(leaves)
+def _state_mask(params, paths) -> tuple[bool, ...]:
+    """Per leaf of params (tree order): True if its key path starts with a declared state path."""
+    def names(path):
+        return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", None))) for k in path)
 
-    def update(*ls):
-        new = spec.update(jax.tree.unflatten(treedef, ls), q, k, v, key_mask=None, **options)
-        if jax.tree.structure(new) != treedef:
-            raise ValueError(f"attention '{spec.name}': update must return params of the same structure")
-        return jax.tree.leaves(new)
-
-    jaxpr = jax.make_jaxpr(update)(*leaves).jaxpr
-    return tuple(out is not inp for out, inp in zip(jaxpr.outvars, jaxpr.invars))
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return tuple(any(names(path)[: len(p)] == tuple(p) for p in paths) for path, _ in leaves)
 
 
 def extra_tokens(model_config) -> int:
@@ -77,7 +70,7 @@ class SelfAttention(nnx.Module):
         dummy = jnp.zeros((1, length, num_heads, qkv_dim // num_heads), jnp.float32)
         params = spec.init(rngs.params(), dummy, dummy, dummy, **dict(self.options))
         leaves, self.treedef = jax.tree.flatten(params)
-        self.is_state = _state_mask(spec, params, dummy, dummy, dummy, dict(self.options))
+        self.is_state = _state_mask(params, spec.state_paths(**dict(self.options)))
         self.attn_params = nnx.Param([x for x, s in zip(leaves, self.is_state) if not s])
         self.attn_state = AttentionState([x for x, s in zip(leaves, self.is_state) if s])
 
@@ -142,7 +135,7 @@ class Transformer(nnx.Module):
             raise ValueError(f"model.pooling must be 'cls' or 'mean', got {c.pooling!r}")
         if c.positions not in ("sinusoidal", "learned"):
             raise ValueError(f"model.positions must be 'sinusoidal' or 'learned', got {c.positions!r}")
-        layer_configs = [_attn_dict(a) for a in c.layer_attention] or [dict(attn_config)] * c.num_layers
+        layer_configs = configs.layer_attention(c, attn_config)
         if len(layer_configs) != c.num_layers:
             raise ValueError(f"model.layer_attention has {len(layer_configs)} entries for "
                              f"{c.num_layers} layers; give one per layer or none")
@@ -209,8 +202,3 @@ class Transformer(nnx.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, key_mask, causal=self.head == "lm", rng=rngs[i] if rngs else None, train=train)
         return self.norm(x)
-
-
-def _attn_dict(a) -> dict:
-    """A per-layer attention entry: a variant name, or a mapping with 'name' and options."""
-    return {"name": a} if isinstance(a, str) else dict(a)

@@ -65,6 +65,8 @@ def _finished(dirs):
 
 
 def _variant_label(run_dir):
+    from attn_zoo.train.loop import load_plugins
+    load_plugins(run_dir)  # a plugin's run: its variant is registered again
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
         return json.load(f)["attention"]["name"]
 

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from attn_zoo import attention, data
+from attn_zoo import attention, configs, data
 from attn_zoo.models import Transformer
 from attn_zoo.models.transformer import extra_tokens
 from attn_zoo.train import parallel, steps
@@ -69,6 +69,9 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
+PLUGINS_FILE = "plugins.json"  # the attention plugins a run used (module names or file paths)
+
+
 def _write_config(config, workdir, progress):
     if jax.process_index() != 0:
         return
@@ -81,6 +84,17 @@ def _write_config(config, workdir, progress):
             progress.message(f"note: config differs from the one in {path}; resuming with the new one")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(new, f, indent=2)
+    if attention.plugins.loaded():  # so that eval, compare and summarize can load them again
+        with open(os.path.join(workdir, PLUGINS_FILE), "w", encoding="utf-8") as f:
+            json.dump(attention.plugins.loaded(), f, indent=2)
+
+
+def load_plugins(workdir) -> None:
+    """Load the plugins a training run in `workdir` recorded (none recorded: nothing to do)."""
+    path = os.path.join(workdir, PLUGINS_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            attention.plugins.load_all(json.load(f))
 
 
 def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
@@ -213,6 +227,7 @@ def evaluate(workdir, split="test", checkpoint="best", length=None) -> dict:
     before any data is read), or any other parameter's shape depends on the length (before the
     checkpoint is read). The result is also appended to <workdir>/extrapolation.jsonl.
     """
+    load_plugins(workdir)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         config = ml_collections.ConfigDict(json.load(f))
     trained_length = config.data.get("max_length")
@@ -248,18 +263,12 @@ def evaluate(workdir, split="test", checkpoint="best", length=None) -> dict:
     return out
 
 
-def _attention_configs(config) -> list[dict]:
-    """Every layer's attention config (name and options), as the model builds them."""
-    per_layer = [{"name": a} if isinstance(a, str) else dict(a) for a in config.model.layer_attention]
-    return per_layer or [config.attention.to_dict()]
-
-
 def _check_length(config, trained_length, length):
     """Refuse, with the reason, a length the trained parameters cannot take (config only)."""
     extra = extra_tokens(config.model)
     need = length + extra
     plus = f" + {extra} CLS/global token{'s' * (extra > 1)}" if extra else ""
-    for a in _attention_configs(config):
+    for a in configs.layer_attention(config.model, config.attention):
         opts = dict(a)
         spec = attention.get(opts.pop("name"))
         limit = spec.length_limit(**opts)
@@ -277,8 +286,8 @@ def _check_length(config, trained_length, length):
 
 def _check_shapes(config, task, trained_length, length):
     """Refuse when some parameter's shape depends on the model's length (tied to the trained one)."""
-    def shapes(n):
-        state = jax.eval_shape(lambda: build(config, task, n)[1]["params"])
+    def shapes(n):  # trained params and non-gradient state ("rest": e.g. fixed random blocks)
+        state = jax.eval_shape(lambda: {k: build(config, task, n)[1][k] for k in ("params", "rest")})
         return {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
 
     old, new = shapes(trained_length), shapes(length)

@@ -11,14 +11,20 @@ kernels are built: O(N·m) time and memory. Not causal.
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(num_landmarks=64, pinv_iters=6, conv_kernel=0)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    num_landmarks: int = option(64, "m: segment-mean landmarks", min=1)
+    pinv_iters: int = option(6, "iterations of the Moore–Penrose pseudo-inverse", min=1)
+    conv_kernel: int = option(0, "depthwise conv skip over values (0: none)", min=0)
 
 
 def init(rng, q, k, v, *, conv_kernel, **_):
@@ -94,7 +100,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, num_landmarks, pinv_ite
 
 SPEC = register(
     "nystrom", family="low_rank", exact=False, supports_causal=False, impl=attention,
-    defaults=DEFAULTS, init_fn=init, complexity="O(N·m)",
+    options=Options, init_fn=init, complexity="O(N·m)",
     description="Nyströmformer: segment-mean landmarks, iterative pseudo-inverse, optional conv skip.",
     test_options=({"num_landmarks": 4, "conv_kernel": 5},),
     bench_options={"num_landmarks": 64, "pinv_iters": 6},

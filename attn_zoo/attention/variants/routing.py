@@ -17,16 +17,22 @@ route sensibly before any training.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import bucketing as bk
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(num_clusters=4, window=0, decay=0.999)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    num_clusters: int = option(4, "K: k-means centroids", min=1)
+    window: int = option(0, "w: queries and keys per cluster (0: N/K)", min=0)
+    decay: float = option(0.999, "EMA decay of the k-means update", min=0.0, max=1.0)
 
 
 def _normalize(x):
@@ -63,8 +69,6 @@ def update(params, q, k, v, *, key_mask=None, num_clusters, decay, **_):
 
 
 def _sizes(L, S, num_clusters, window):
-    if num_clusters < 1 or window < 0:
-        raise ValueError(f"routing: num_clusters must be >= 1 and window >= 0, got {num_clusters}, {window}")
     wq = min(window, L) if window else -(-L // num_clusters)
     wk = min(window, S) if window else -(-S // num_clusters)
     return wq, wk
@@ -156,7 +160,7 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, num_clusters, wind
 
 SPEC = register(
     "routing", family="clustering", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, update=update, chosen_pattern=chosen_pattern,
+    options=Options, init_fn=init, state=("centroids",), update=update, chosen_pattern=chosen_pattern,
     complexity="O(N·K·D + N·w·D)",
     description="Online k-means routing: each centroid's top-w queries and keys attend within the cluster.",
     test_options=({"num_clusters": 3, "window": 5},),

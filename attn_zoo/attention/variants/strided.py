@@ -7,13 +7,19 @@ block-sparse engine. Cost O(N²/stride) (O(N·span/stride) with a span); no L×S
 """
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import sparse_common
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import sparse_common
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
-DEFAULTS = dict(stride=64, span=-1, block=128)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    stride: int = option(64, "query i sees keys j with (i − j) mod stride == 0", min=1)
+    span: int = option(-1, "also |i − j| <= span (-1: unbounded)", min=-1)
+    block: int = option(128, "tile size of the exact engine", min=1)
 
 
 def class_band(stride, span, causal):
@@ -22,23 +28,14 @@ def class_band(stride, span, causal):
     return (0 if causal else -reach), reach
 
 
-def _check(stride, span):
-    if stride < 1:
-        raise ValueError(f"strided: stride must be >= 1, got {stride}")
-    if span < -1:
-        raise ValueError(f"strided: span must be >= 0, or -1 for unbounded, got {span}")
-
-
 def attention(params, q, k, v, *, key_mask, causal, rng, stride, span, block):
     del params, rng
-    _check(stride, span)
     dlo, dhi = class_band(stride, span, causal)
     return sparse_common.residue_attention(q, k, v, key_mask, stride=stride, dlo=dlo, dhi=dhi,
                                            block=block)
 
 
 def pattern(L, S, *, causal, stride, span, **_):
-    _check(stride, span)
     d = np.arange(L)[:, None] - np.arange(S)[None, :]
     mask = d % stride == 0
     if span >= 0:
@@ -48,7 +45,7 @@ def pattern(L, S, *, causal, stride, span, **_):
 
 SPEC = register(
     "strided", family="pattern", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N²/stride)",
+    options=Options, pattern_fn=pattern, complexity="O(N²/stride)",
     description="Dilated: (i−j) mod stride == 0 (optionally |i−j| ≤ span); residue classes made contiguous.",
     test_options=({"stride": 3, "block": 4}, {"stride": 2, "span": 9, "block": 4}),
     bench_options={"stride": 64, "block": 128},

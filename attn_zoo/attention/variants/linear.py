@@ -6,10 +6,15 @@ state across chunks), memory O(N·D + chunk²). Padded keys reach neither numera
 """
 from __future__ import annotations
 
-from attn_zoo.attention import kernelized
-from attn_zoo.attention.registry import register
+import dataclasses
+from attn_zoo.attention.core import kernelized
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
-DEFAULTS = dict(feature_map="elu", chunk=128)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    feature_map: str = option("elu", "φ: elu + 1 or relu", choices=kernelized.FEATURE_MAPS)
+    chunk: int = option(128, "causal: tokens per chunk of the prefix scan", min=1)
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
@@ -19,10 +24,17 @@ def attention(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
     return kernelized.attention(fq, fk, v, key_mask, causal=causal, chunk=chunk)
 
 
+def reference(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
+    """The quadratic form φ(q)φ(k)ᵀ, masked and normalized, built explicitly."""
+    del params, rng, chunk
+    phi = lambda x: kernelized.feature_map(feature_map, x)  # noqa: E731
+    return kernelized.quadratic(phi(q), phi(k), v, key_mask, causal)
+
+
 SPEC = register(
     "linear", family="kernel", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, complexity="O(N·D·Dv)",
+    options=Options, reference=reference, complexity="O(N·D·Dv)",
     description="Linear Transformer: φ(q)(φ(k)ᵀv) normalized, φ = elu+1 or relu; chunked causal scan.",
-    test_options=({"chunk": 8},),
+    test_options=({"chunk": 8}, {"chunk": 8, "feature_map": "relu"}),
     bench_options={"feature_map": "elu", "chunk": 128},
 )

@@ -9,28 +9,38 @@ R projected keys runs on the exact engine (`block_sparse.full`): O(N·R) time, O
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(proj_dim=256, max_length=4096, share_kv=False, share_heads=True, init="normal",
-                block=512)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    proj_dim: int = option(256, "R: projected length of keys and values", min=1)
+    max_length: int = option(4096, "rows of the projections: the longest input", min=1)
+    share_kv: bool = option(False, "F = E (one projection for keys and values)")
+    share_heads: bool = option(True, "one projection for all heads")
+    init: str = option("normal", "'normal' random; 'identity' (needs proj_dim == max_length): dense",
+                       choices=("normal", "identity"))
+    block: int = option(512, "tile size of the exact engine", min=1)
+
+    def check(self):
+        if self.init == "identity" and self.proj_dim != self.max_length:
+            raise ValueError(f"init='identity' needs proj_dim == max_length, got {self.proj_dim} "
+                             f"and {self.max_length}")
 
 
 def init(rng, q, k, v, *, proj_dim, max_length, share_kv, share_heads, init, **_):
     shape = (max_length, proj_dim) if share_heads else (q.shape[2], max_length, proj_dim)
     if init == "identity":
-        if proj_dim != max_length:
-            raise ValueError("linformer: init='identity' needs proj_dim == max_length")
         ef = jnp.broadcast_to(jnp.eye(max_length, dtype=F32), (2, *shape))
-    elif init == "normal":  # Σ_s E_sr k_s keeps the scale of one key for ~max_length keys
+    else:  # normal: Σ_s E_sr k_s keeps the scale of one key for ~max_length keys
         ef = jax.random.normal(rng, (2, *shape), F32) * max_length ** -0.5
-    else:
-        raise ValueError(f"linformer: init must be 'normal' or 'identity', got {init!r}")
     return {"E": ef[0]} if share_kv else {"E": ef[0], "F": ef[1]}
 
 
@@ -57,7 +67,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, proj_dim, max_length, s
 
 SPEC = register(
     "linformer", family="low_rank", exact=False, supports_causal=False, impl=attention,
-    defaults=DEFAULTS, init_fn=init, complexity="O(N·R)", max_length="max_length",
+    options=Options, init_fn=init, complexity="O(N·R)", max_length="max_length",
     description="Keys and values projected along the sequence to R rows by learned E, F.",
     test_options=({"proj_dim": 6, "max_length": 24, "share_kv": True, "share_heads": False,
                    "block": 8},),

@@ -8,27 +8,34 @@ disjoint parts merged by log-sum-exp); split_heads=H: heads [0, H/2) see A1, [H/
 """
 from __future__ import annotations
 
+import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import sparse_common
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import lse
+from attn_zoo.attention.core import sparse_common
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 LAYOUTS = ("fixed", "strided")
-DEFAULTS = dict(layout="fixed", block=128, summary=8, split_heads=0, tile=128)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    layout: str = option("fixed", "fixed (block + summaries) or strided (band + stride)", choices=LAYOUTS)
+    block: int = option(128, "l: block (fixed) or band and stride (strided)", min=1)
+    summary: int = option(8, "c: summary positions at the end of each block (fixed)", min=0)
+    split_heads: int = option(0, "0: every head sees both parts; H: half the heads each", min=0)
+    tile: int = option(128, "tile size of the exact engine", min=1)
+
+    def check(self):
+        if self.layout == "fixed" and self.summary > self.block:
+            raise ValueError(f"summary={self.summary} must be <= block={self.block}")
+        if self.split_heads % 2:
+            raise ValueError(f"split_heads={self.split_heads} must be 0 or an even head count")
 
 
-def _check(layout, block, summary, split_heads, H=None):
-    if layout not in LAYOUTS:
-        raise ValueError(f"sparse_transformer: layout must be one of {LAYOUTS}, got {layout!r}")
-    if block < 1 or (layout == "fixed" and not 0 <= summary <= block):
-        raise ValueError(f"sparse_transformer: need block >= 1 and 0 <= summary <= block, "
-                         f"got block={block}, summary={summary}")
-    if split_heads < 0 or split_heads % 2:
-        raise ValueError(f"sparse_transformer: split_heads must be 0 or an even head count, "
-                         f"got {split_heads}")
-    if H is not None and split_heads and H != split_heads:
+def _check_heads(split_heads, H):
+    if split_heads and H != split_heads:
         raise ValueError(f"sparse_transformer: split_heads={split_heads} but the input has H={H} heads")
 
 
@@ -89,11 +96,11 @@ def _parts(q, k, v, key_mask, *, layout, block, summary, causal, tile, union):
 def attention(params, q, k, v, *, key_mask, causal, rng, layout, block, summary, split_heads, tile):
     del params, rng
     H = q.shape[2]
-    _check(layout, block, summary, split_heads, H)
+    _check_heads(split_heads, H)
     opts = dict(layout=layout, block=block, summary=summary, causal=causal, tile=tile)
     if not split_heads:
         parts = [p for p in _parts(q, k, v, key_mask, union=True, **opts) if p is not None]
-        return bs.merge([o for o, _ in parts], [lse for _, lse in parts])
+        return lse.merge([o for o, _ in parts], [part_lse for _, part_lse in parts])
     h = H // 2
     zero = jnp.zeros(q.shape[:2] + (h, v.shape[-1]), q.dtype)
     a1, _ = _parts(q[:, :, :h], k[:, :, :h], v[:, :, :h], key_mask, union=False, **opts)
@@ -110,7 +117,6 @@ def sub_patterns(L, S, *, layout, block, summary):
 
 
 def pattern(L, S, *, causal, layout, block, summary, split_heads, **_):
-    _check(layout, block, summary, split_heads)
     a1, a2 = sub_patterns(L, S, layout=layout, block=block, summary=summary)
     if causal:
         tril = np.tril(np.ones((L, S), dtype=bool))
@@ -123,7 +129,7 @@ def pattern(L, S, *, causal, layout, block, summary, split_heads, **_):
 
 SPEC = register(
     "sparse_transformer", family="pattern", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N·(l + N·c/l))",
+    options=Options, pattern_fn=pattern, complexity="O(N·(l + N·c/l))",
     description="Child et al. factorized: fixed (block + summary columns) or strided (band + stride); heads may split.",
     test_options=({"block": 5, "summary": 2, "tile": 8},
                   {"layout": "strided", "block": 4, "tile": 4}),

@@ -2,19 +2,26 @@
 
 `groups` is a string (what a config holds), e.g.
 
-    "local(window=64)*4 + strided(stride=64)*2 + performer*2"
+    "local(window=64)*1/2 + strided(stride=64)*rest"      (the default: any H >= 1)
+    "local(window=64)*4 + strided(stride=64)*2 + performer*2"      (exactly 8 heads)
 
 grammar:  groups := group ('+' group)* ;  group := NAME ['(' OPT '=' VALUE {',' ...} ')'] ['*' COUNT]
-VALUE is a Python literal (3, 0.5, 'x', (0, 9)) or a bare word (a string: layout=strided);
-COUNT (default 1) is the number of consecutive heads, and the counts must add up to H. A list
-of mappings {'name': ..., 'heads': ..., **options} is accepted too. Components are looked up in
-the registry when called, so a variant registered later (a plugin) works. Group g gets heads
-[h_g, h_g + count), params under 'g{g}', and rng fold_in(rng, g). The pattern is [H, L, S]
-(None if a component's is data-dependent); exact when every component is exact.
+VALUE is a Python literal (3, 0.5, 'x', (0, 9)) or a bare word (a string: layout=strided).
+COUNT is the number of consecutive heads: an integer (default 1), a fraction A/B of H (rounded
+up), or `rest` (the heads left over, at most one such group). Fixed and fractional counts are
+taken in order; a fractional or `rest` group that gets no head is dropped; the counts must then
+add up to H. `to_string` turns a list of mappings {'name': ..., 'heads': ..., **options} into
+that string. Components are looked up in the registry when called, so a variant registered later
+(a plugin) works. Group g gets heads [h_g, h_g + count), params under 'g{g}', and rng
+fold_in(rng, g). The pattern is [H, L, S] (None if a component's is data-dependent); exact when
+every component is exact.
 """
 from __future__ import annotations
 
 import ast
+import dataclasses
+import fractions
+import math
 import re
 from typing import Any, Mapping
 
@@ -22,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import registry
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import registry
+from attn_zoo.attention.core.options import option, parse_literal
+from attn_zoo.attention.core.registry import register
 
-DEFAULTS = dict(groups="local(window=64)*4+strided(stride=64)*4")
-_GROUP = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(?:\((.*)\))?\s*(?:\*\s*(\d+))?\s*$", re.S)
+_GROUP = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(?:\((.*)\))?\s*(?:\*\s*(\d+(?:\s*/\s*\d+)?|rest))?\s*$",
+                    re.S)
 
 
 def _split_top(text):
@@ -45,12 +53,10 @@ def _split_top(text):
 
 
 def _value(node, text):
-    if isinstance(node, ast.Name):
-        return node.id
     try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise ValueError(f"mixture: option value {ast.unparse(node)!r} in {text!r} is not a literal") from None
+        return parse_literal(ast.unparse(node), strict=True)
+    except ValueError as e:
+        raise ValueError(f"mixture: option value in {text!r}: {e}") from None
 
 
 def parse(groups) -> tuple[tuple[str, int, tuple[tuple[str, Any], ...]], ...]:
@@ -62,7 +68,7 @@ def parse(groups) -> tuple[tuple[str, int, tuple[tuple[str, Any], ...]], ...]:
             if not m:
                 raise ValueError(f"mixture: cannot parse group {text.strip()!r} in {groups!r}; "
                                  f"expected NAME(opt=value, ...)*COUNT")
-            name, args, count = m.group(1), m.group(2), int(m.group(3) or 1)
+            name, args, count = m.group(1), m.group(2), _count(m.group(3) or "1")
             opts = ()
             if args and args.strip():
                 call = ast.parse(f"f({args})", mode="eval").body
@@ -75,11 +81,38 @@ def parse(groups) -> tuple[tuple[str, int, tuple[tuple[str, Any], ...]], ...]:
             if not isinstance(g, Mapping) or "name" not in g:
                 raise ValueError(f"mixture: each group must be a mapping with 'name' (and 'heads'), got {g!r}")
             g = dict(g)
-            name, count = g.pop("name"), int(g.pop("heads", 1))
+            name, count = g.pop("name"), _count(str(g.pop("heads", 1)))
             out.append((name, count, tuple(g.items())))
-    if not out or any(c < 1 for _, c, _ in out):
-        raise ValueError(f"mixture: need at least one group and head counts >= 1, got {groups!r}")
+    if not out or any(c != "rest" and c <= 0 for _, c, _ in out):
+        raise ValueError(f"mixture: need at least one group and head counts > 0, got {groups!r}")
+    if sum(c == "rest" for _, c, _ in out) > 1:
+        raise ValueError(f"mixture: at most one group may take the rest of the heads, got {groups!r}")
     return tuple(out)
+
+
+def _count(text):
+    """'3' -> 3, '1/2' -> Fraction(1, 2), 'rest' -> 'rest'."""
+    text = text.replace(" ", "")
+    if text == "rest":
+        return "rest"
+    if "/" in text:
+        a, b = (int(x) for x in text.split("/"))
+        if b == 0:
+            raise ValueError(f"mixture: head fraction {text} divides by zero")
+        return fractions.Fraction(a, b)
+    return int(text)
+
+
+def head_counts(groups, H=None) -> list[int]:
+    """Heads per group for H heads (None: each relative group gets one head, as in `pattern`)."""
+    parsed = parse(groups)
+    if H is None:
+        return [c if isinstance(c, int) else 1 for _, c, _ in parsed]
+    counts = [c if isinstance(c, int) else math.ceil(H * c) if c != "rest" else None for _, c, _ in parsed]
+    taken = sum(c for c in counts if c is not None)
+    if any(c is None for c in counts):
+        counts = [max(H - taken, 0) if c is None else c for c in counts]
+    return counts
 
 
 def to_string(groups) -> str:
@@ -88,13 +121,26 @@ def to_string(groups) -> str:
     return " + ".join(f"{n}{fmt(o)}*{c}" for n, c, o in parse(groups))
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+    groups: str = option("local(window=64)*1/2 + strided(stride=64)*rest",
+                         "head groups: NAME(opt=value, ...)*COUNT joined by +; COUNT: n, A/B or rest")
+
+    def check(self):
+        _components(self.groups)  # the grammar, the names and every component's options
+
+
 def _components(groups, H=None):
+    """[(group index, spec, heads slice, options)] for the groups that get heads at H (None: see
+    head_counts); group g's params live under 'g{g}'."""
     comps, h = [], 0
-    for name, count, opts in parse(groups):
+    for g, ((name, _, opts), count) in enumerate(zip(parse(groups), head_counts(groups, H))):
         spec = registry.get(name)
         if spec.name == "mixture":
             raise ValueError("mixture: a group cannot itself be a mixture")
-        comps.append((spec, slice(h, h + count), spec.options(**dict(opts))))
+        opts = spec.options(**dict(opts))
+        if count > 0:
+            comps.append((g, spec, slice(h, h + count), opts))
         h += count
     if H is not None and h != H:
         raise ValueError(f"mixture: groups {groups!r} cover {h} heads, the input has H={H}")
@@ -107,29 +153,35 @@ def _rng(rng, g):
 
 def init(rng, q, k, v, *, groups):
     return {f"g{g}": spec.init(_rng(rng, g), q[:, :, hs], k[:, :, hs], v[:, :, hs], **opts)
-            for g, (spec, hs, opts) in enumerate(_components(groups, q.shape[2]))}
+            for g, spec, hs, opts in _components(groups, q.shape[2])}
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, groups):
     outs = [spec.apply(params[f"g{g}"], q[:, :, hs], k[:, :, hs], v[:, :, hs], key_mask=key_mask,
                        causal=causal, rng=_rng(rng, g), **opts)
-            for g, (spec, hs, opts) in enumerate(_components(groups, q.shape[2]))]
+            for g, spec, hs, opts in _components(groups, q.shape[2])]
     return jnp.concatenate([o.astype(q.dtype) for o in outs], axis=2)
 
 
 def update(params, q, k, v, *, key_mask=None, groups):
     new = {}
-    for g, (spec, hs, opts) in enumerate(_components(groups, q.shape[2])):
+    for g, spec, hs, opts in _components(groups, q.shape[2]):
         p = params[f"g{g}"]
         new[f"g{g}"] = p if spec.update is None else spec.update(
             p, q[:, :, hs], k[:, :, hs], v[:, :, hs], key_mask=key_mask, **opts)
     return new
 
 
+def state(*, groups):
+    """Every component's declared state, under its group's params key."""
+    return tuple((f"g{g}", *path) for g, (name, _, opts) in enumerate(parse(groups))
+                 for path in registry.get(name).state_paths(**dict(opts)))
+
+
 def pattern(L, S, *, causal, rng, groups):
     """np.bool_ [H, L, S], H = the groups' total head count; None if any part is data-dependent."""
     heads = []
-    for g, (spec, hs, opts) in enumerate(_components(groups)):
+    for g, spec, hs, opts in _components(groups):
         if not spec.exact:
             return None
         m = spec.pattern(L, S, causal=causal, rng=_rng(rng, g), **opts)
@@ -144,7 +196,7 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, gr
     B, L, H = q.shape[:3]
     S = k.shape[1]
     parts = []
-    for g, (spec, hs, opts) in enumerate(_components(groups, H)):
+    for g, spec, hs, opts in _components(groups, H):
         n = hs.stop - hs.start
         m = spec.pattern(L, S, causal=causal, rng=_rng(rng, g), **opts)
         if m is not None:
@@ -163,9 +215,9 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, gr
 
 SPEC = register(
     "mixture", family="mixture", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, pattern_fn=pattern, update=update, needs_rng=True,
+    options=Options, init_fn=init, pattern_fn=pattern, state=state, update=update, needs_rng=True,
     chosen_pattern=chosen_pattern, complexity="sum of its groups'",
-    description="Groups of heads, each with its own variant and options, e.g. 'local(window=64)*4+strided*4'.",
+    description="Groups of heads, each with its own variant and options, e.g. 'local(window=64)*1/2 + strided*rest'.",
     test_options=({"groups": "local(window=3, block=8) + bigbird(block=4, num_random=1)"},),
     bench_options={"groups": "local(window=64)*4 + strided(stride=64)*2 + bigbird(block=64)*2"},
 )

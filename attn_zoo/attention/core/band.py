@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.lse import normalize
 from attn_zoo.kernels import flash_cpu
+from attn_zoo.kernels.vjp import lse_kernel
 
 F32 = jnp.float32
 
@@ -27,14 +29,14 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
 
     Query position i sees key position j iff dlo <= i - j <= dhi (dlo <= dhi, both finite).
     return_lse: also return the differentiable fp32 log-sum-exp [B, L, H] (-inf: no visible key),
-    to merge with attention over other keys (`block_sparse.merge`).
+    to merge with attention over other keys (`lse.merge`).
     engine: "auto" runs fp32 on CPU through the fused kernel (`kernels/flash_cpu.cc`) with the
     same tiles (query block × its key span; the backward takes key block × its query span).
     """
     B, L, H, D = q.shape
     S, Dv = k.shape[1], v.shape[-1]
-    b = max(1, min(block, -(-L // 8) * 8))
-    nq = -(-L // b)
+    b = bs.fit_block(block, L)
+    nq = bs.num_blocks(L, b)
     span = b + dhi - dlo
     scale = D ** -0.5 if scale is None else scale
     kmask = masks.key_mask_or_ones(key_mask, B, S)
@@ -85,7 +87,7 @@ def _kernel(band, *, b, span, scale):
             l = jnp.sum(p, axis=-1)
             o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vp.dtype), span_of(vp, i * b, 2),
                            preferred_element_type=F32)
-            o, lse = bs.normalize(o, m_safe, l)
+            o, lse = normalize(o, m_safe, l)
             return o.astype(vp.dtype), lse
 
         out, lse = jax.lax.map(q_block, jnp.arange(qb.shape[2]))  # [nq, B, H, b, ...]
@@ -119,4 +121,4 @@ def _kernel(band, *, b, span, scale):
         dq = jnp.swapaxes(jnp.moveaxis(dqt, 0, 2), -1, -2)
         return dq.astype(qb.dtype), dk.astype(kp.dtype), dv.astype(vp.dtype)
 
-    return bs.lse_kernel(forward, backward)
+    return lse_kernel(forward, backward)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import masks
+from attn_zoo.attention.core import masks
 
 F32 = jnp.float32
 FEATURE_MAPS = ("elu", "relu")
@@ -39,6 +39,16 @@ def feature_map(name, x):
     if name == "relu":
         return jax.nn.relu(x)
     raise ValueError(f"feature map must be one of {FEATURE_MAPS}, got {name!r}")
+
+
+def quadratic(fq, fk, v, key_mask, causal):
+    """The explicit O(L·S) form Σ_s a_ls v_s / Σ_s a_ls with a = φ(q)φ(k)ᵀ masked: the reference
+    every kernel attention is checked against. fq [B, L, H, M], fk [B, S, H, M], v [B, S, H, Dv]."""
+    vis = masks.visible_mask(fq.shape[1], fk.shape[1], key_mask=key_mask, causal=causal)
+    a = jnp.where(vis, jnp.einsum("blhm,bshm->bhls", fq, fk), 0.0)
+    den = jnp.sum(a, axis=-1)
+    out = jnp.einsum("bhls,bshd->blhd", a, v.astype(F32))
+    return out / jnp.where(den > 0, den, 1.0).transpose(0, 2, 1)[..., None]
 
 
 def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):

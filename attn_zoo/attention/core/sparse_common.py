@@ -2,7 +2,7 @@
 
 Each piece runs the block-sparse engine on exactly the tiles its part of the pattern needs and
 can return the log-sum-exp, so a pattern made of disjoint parts is computed exactly by
-`block_sparse.merge`. Nothing here builds an L×S array: position tables are O(N) and tile
+`lse.merge`. Nothing here builds an L×S array: position tables are O(N) and tile
 masks O(N²/block²).
 
   residue_attention   (i − j) mod stride == 0: positions are regrouped so each residue class is
@@ -17,8 +17,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
 
 
 def _fold_residues(x, stride):

@@ -7,17 +7,25 @@ straight-through softmax gradient), gumbel (Gumbel-softmax; noise from `rng`, no
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 SCORES = ("scaled_dot", "dot", "additive", "cosine")
 NORMALIZERS = ("softmax", "hard", "gumbel")
-DEFAULTS = dict(score="scaled_dot", normalize="softmax", temperature=1.0,
-                cosine_temperature=0.1, additive_dim=32)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    score: str = option("scaled_dot", "logit: q·k/√D, q·k, additive (Bahdanau) or cosine", choices=SCORES)
+    normalize: str = option("softmax", "softmax, hard (one-hot, straight-through) or gumbel",
+                            choices=NORMALIZERS)
+    temperature: float = option(1.0, "logits are divided by it before normalizing", gt=0)
+    cosine_temperature: float = option(0.1, "temperature of the cosine score", gt=0)
+    additive_dim: int = option(32, "hidden size of the additive score", min=1)
 
 
 def init(rng, q, k, v, *, score, additive_dim, **_):
@@ -76,7 +84,7 @@ def weights(scores, visible, *, normalize, temperature, rng):
 
 def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern=None, **options):
     """Dense attention; `pattern` ([L, S] or [H, L, S] bool) restricts it further (the reference)."""
-    opts = {**DEFAULTS, **options}
+    opts = {**dataclasses.asdict(Options()), **options}
     L, S = q.shape[1], k.shape[1]
     vis = masks.visible_mask(L, S, key_mask=key_mask, causal=causal, pattern=pattern)
     w = weights(logits(params, q, k, **opts), vis, normalize=opts["normalize"],
@@ -86,7 +94,7 @@ def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern
 
 
 SPEC = register(
-    "dense", family="dense", exact=True, supports_causal=True, impl=attention, defaults=DEFAULTS,
+    "dense", family="dense", exact=True, supports_causal=True, impl=attention, options=Options,
     init_fn=init, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
     complexity="O(N²)", description="Full softmax attention (the reference); score and normalizer options.",
     test_options=({}, {"score": "dot"}, {"score": "cosine"}, {"score": "additive", "additive_dim": 4},

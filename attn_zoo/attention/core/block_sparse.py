@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import masks
-from attn_zoo.kernels import flash_cpu  # which imports lse_kernel from here only when called
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.lse import normalize
+from attn_zoo.kernels import flash_cpu
+from attn_zoo.kernels.vjp import lse_kernel
 
 F32 = jnp.float32
 BIG = 1 << 30  # an "unbounded" band limit (beyond any int32 position difference)
@@ -119,50 +121,6 @@ def full(q, k, v, key_mask, *, causal: bool, block_q: int, block_k: int, scale: 
     return attention(q, k, v, key_mask, block_q=block_q, block_k=block_k, scale=scale,
                      block_mask_fn=lambda nq, nk, bq, bk: band_block_mask(nq, nk, bq, bk, dlo, BIG),
                      mask_fn=band_mask_fn(dlo, BIG))
-
-
-def merge(outs, lses):
-    """Exact softmax attention over the union of disjoint key sets from per-set (out, lse) pairs.
-
-    outs: [B, L, H, Dv] each; lses: fp32 [B, L, H] each (-inf: the set had no visible key).
-    A query that sees no key in any set gets zeros; gradients stay finite.
-    """
-    m = jax.lax.stop_gradient(jnp.max(jnp.stack(lses), axis=0))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    ws = [jnp.exp(lse - m) for lse in lses]
-    total = sum(ws)
-    total = jnp.where(total > 0, total, 1.0)
-    out = sum((w / total)[..., None] * o.astype(F32) for w, o in zip(ws, outs))
-    return out.astype(outs[0].dtype)
-
-
-def normalize(acc, m, l):
-    """Finish a query row's softmax: (acc / l, lse = m + log l); a row with no visible key
-    (l == 0) gets zeros and lse = -inf."""
-    l_safe = jnp.where(l > 0, l, 1.0)
-    return acc / l_safe[..., None], jnp.where(l > 0, m + jnp.log(l_safe), -jnp.inf)
-
-
-def lse_kernel(forward, backward):
-    """The custom-VJP kernel(q, k, v, kmask) -> (out, lse) shared by the exact engines.
-
-    forward(q, k, v, kmask) -> (out, lse); backward(q, k, v, kmask, out, lse, dout, dlse) ->
-    (dq, dk, dv), recomputing what it needs from the saved log-sum-exp. kmask gets no cotangent.
-    """
-    @jax.custom_vjp
-    def kernel(q, k, v, kmask):
-        return forward(q, k, v, kmask)
-
-    def kernel_fwd(q, k, v, kmask):
-        out, lse = forward(q, k, v, kmask)
-        return (out, lse), (q, k, v, kmask, out, lse)
-
-    def kernel_bwd(res, cts):
-        dout, dlse = cts
-        return (*backward(*res, dout, dlse.astype(F32)), None)
-
-    kernel.defvjp(kernel_fwd, kernel_bwd)
-    return kernel
 
 
 def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):

@@ -9,34 +9,39 @@ all keys (written over their rows). Cost O(N·(window + G)).
 """
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 
-from attn_zoo.attention import band as band_engine
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
-from attn_zoo.attention import sparse_common
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import band as band_engine
+from attn_zoo.attention.core import lse
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core import sparse_common
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
-DEFAULTS = dict(window=128, num_global=1, global_indices=(), block=128)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    window: int = option(128, "keys on each side of a query (causal: before it)", min=0)
+    num_global: int = option(1, "global positions: the first num_global (unless global_indices)", min=0)
+    global_indices: tuple[int, ...] = option((), "explicit global positions (overrides num_global)")
+    block: int = option(128, "query block of the band engine", min=1)
+
+    def check(self):
+        if any(g < 0 for g in self.global_indices):
+            raise ValueError(f"global_indices must be >= 0, got {self.global_indices}")
 
 
 def global_positions(n, num_global, global_indices):
     """Sorted unique global positions below n (static numpy int array)."""
     if global_indices:
         idx = np.asarray(sorted(set(int(g) for g in global_indices)), dtype=np.int64)
-        if idx[0] < 0:
-            raise ValueError(f"longformer: global_indices must be >= 0, got {tuple(global_indices)}")
     else:
-        if num_global < 0:
-            raise ValueError(f"longformer: num_global must be >= 0, got {num_global}")
         idx = np.arange(num_global)
     return idx[idx < n]
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, window, num_global, global_indices, block):
     del params, rng
-    if window < 0:
-        raise ValueError(f"longformer: window must be >= 0, got {window}")
     L, S = q.shape[1], k.shape[1]
     dlo, dhi = (0 if causal else -window), window
     band = band_engine.attention(q, k, v, key_mask, dlo=dlo, dhi=dhi, block=block, return_lse=True)
@@ -46,7 +51,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, window, num_global, glo
         outside = lambda qp, kp: ((qp - kp) < dlo) | ((qp - kp) > dhi)  # noqa: E731
         cols = sparse_common.subset_attention(q, k, v, key_mask, kidx=gk, visible=outside,
                                               causal=causal, block=block, return_lse=True)
-        out = bs.merge([band[0], cols[0]], [band[1], cols[1]])
+        out = lse.merge([band[0], cols[0]], [band[1], cols[1]])
     gq = global_positions(L, num_global, global_indices)
     if len(gq):  # global rows see every key
         rows = sparse_common.subset_attention(q, k, v, key_mask, qidx=gq, visible=None,
@@ -64,7 +69,7 @@ def pattern(L, S, *, causal, window, num_global, global_indices, **_):
 
 SPEC = register(
     "longformer", family="pattern", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, pattern_fn=pattern, complexity="O(N·(w+G))",
+    options=Options, pattern_fn=pattern, complexity="O(N·(w+G))",
     description="Sliding window plus global positions (first G or listed) that see and are seen by all.",
     test_options=({"window": 2, "num_global": 3, "block": 8},
                   {"window": 4, "global_indices": (0, 9, 17), "block": 4}),

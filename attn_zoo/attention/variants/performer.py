@@ -2,7 +2,7 @@
 
 exp(q·k/√D) = E_w[φ(q)·φ(k)] with φ(x) = exp(Wx − ‖x‖²/2)/√M, x = q/D^¼ (or k/D^¼), W [M, D]
 rows drawn as blocks of orthogonal Gaussian directions with chi-distributed norms. The random
-rows live in params["features"] (fixed per layer, non-gradient state: `update` keeps them) or, with
+rows live in params["features"] (fixed per layer, declared non-gradient state) or, with
 `redraw=True`, are drawn fresh from `rng` on every call. kernel='relu' uses φ(x) = relu(Wx)/√M
 + 1e-3 (the paper's generalized ReLU kernel) instead. Stabilizer: each query's features are
 divided by their max (cancels per query), keys' by a stop-gradient max over the keys a query can
@@ -11,16 +11,24 @@ Attention itself runs through `kernelized` (shared with `linear`): O(N·M·Dv), 
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import kernelized
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import kernelized
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
 KERNELS = ("softmax", "relu")
 RELU_EPS = 1e-3
-DEFAULTS = dict(num_features=256, kernel="softmax", redraw=False, orthogonal=True, chunk=128)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    num_features: int = option(256, "M: random features", min=1)
+    kernel: str = option("softmax", "softmax (FAVOR+) or relu (generalized ReLU kernel)", choices=KERNELS)
+    redraw: bool = option(False, "draw new features from rng on every call")
+    orthogonal: bool = option(True, "orthogonal random directions (else iid Gaussian)")
+    chunk: int = option(128, "causal: tokens per chunk of the prefix scan", min=1)
 
 
 def random_features(rng, num_features, dim, orthogonal=True):
@@ -38,11 +46,6 @@ def random_features(rng, num_features, dim, orthogonal=True):
 
 def init(rng, q, k, v, *, num_features, orthogonal, **_):
     return {"features": random_features(rng, num_features, q.shape[-1], orthogonal)}
-
-
-def update(params, q, k, v, *, key_mask=None, **_):
-    """The random rows are non-gradient state: kept as they are (stop_gradient marks them so)."""
-    return {"features": jax.lax.stop_gradient(params["features"])}
 
 
 def log_features(w, x):
@@ -79,10 +82,24 @@ def attention(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, r
     raise ValueError(f"performer: kernel must be one of {KERNELS}, got {kernel!r}")
 
 
+def reference(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, redraw, orthogonal,
+              chunk):
+    """The quadratic form φ(q)φ(k)ᵀ of the same random features, built explicitly (no
+    stabilizers: they cancel in the ratio)."""
+    del chunk
+    w = random_features(rng, num_features, q.shape[-1], orthogonal) if redraw else params["features"]
+    if kernel == "softmax":
+        phi = lambda x: jnp.exp(log_features(w, x))  # noqa: E731
+    else:
+        phi = lambda x: jax.nn.relu(jnp.einsum("bnhd,md->bnhm", x.astype(F32), w)) + RELU_EPS  # noqa: E731
+    return kernelized.quadratic(phi(q), phi(k), v, key_mask, causal)
+
+
 SPEC = register(
     "performer", family="kernel", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N·M·Dv)",
+    options=Options, init_fn=init, state=("features",), reference=reference, reference_atol=2e-5,
+    reference_scale=2.0, complexity="O(N·M·Dv)",
     description="FAVOR+: positive orthogonal random features for the softmax kernel (or ReLU).",
-    test_options=({"num_features": 12, "chunk": 8},),
+    test_options=({"num_features": 12, "chunk": 8}, {"num_features": 16, "kernel": "relu", "chunk": 8}),
     bench_options={"num_features": 256, "chunk": 128},
 )

@@ -9,7 +9,7 @@ tile, and results are scattered back. Layouts:
     its own bucket, a set no later token can change (chunk membership after a sort can: a leak).
   * top-w membership (`scatter_combine`): each centroid takes a fixed number of tokens; a token in
     several groups gets the softmax over the union of what it saw.
-Tiles return their log-sum-exp, so partial softmaxes combine exactly (`combine`); over several
+Tiles return their log-sum-exp, so partial softmaxes combine exactly (`lse.merge`); over several
 hash rounds a pair seen n times has its logit lowered by log n, so it counts once.
 Layout inside: heads first, x [B, H, N, D]; token attributes [B, H, N] (rounds: [R, B, H, N]).
 """
@@ -90,18 +90,6 @@ def tile_attention(q, k, v, visible, *, scale, bias=None, fixed=None):
     return out, lse
 
 
-def combine(outs, lses):
-    """Partial softmaxes over disjoint key sets -> the softmax over their union.
-
-    outs [R, ..., Dv], lses [R, ...] (-inf where a part saw nothing); all-empty gives zeros.
-    """
-    m = jax.lax.stop_gradient(jnp.max(lses, axis=0))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    w = jnp.exp(lses - m)
-    total = jnp.sum(w, axis=0)
-    return jnp.sum(w[..., None] * outs, axis=0) / jnp.where(total > 0, total, 1.0)[..., None]
-
-
 def scatter_combine(outs, lses, idx, n):
     """Tile rows back to tokens: outs [B, H, M, Dv], lses [B, H, M], idx [B, H, M] in [0, n).
 
@@ -124,7 +112,7 @@ def sorted_chunk_attention(q, k, v, valid, spos, perm, r, *, chunk, scale, no_se
 
     q, k [B, H, N, D], v [B, H, N, Dv] (N a multiple of chunk), valid bool [B, 1|H, N] (real
     keys), spos/perm int [R, B, H, N] for all R rounds (from `sort_by_bucket`). With R > 1 the
-    logit of a pair seen in n rounds is lowered by log n, so combining the rounds with `combine`
+    logit of a pair seen in n rounds is lowered by log n, so combining the rounds with `lse.merge`
     gives the softmax over the union of pairs, each counted once.
     no_self: a token's logit to itself is SELF_LOGIT (used only when it sees nothing else).
     """

@@ -6,16 +6,22 @@ tiles from the saved log-sum-exp, so memory is O(N·D + block_q·block_k), never
 
 engine="auto" runs fp32 inputs on CPU through the fused C++ kernel (`kernels/flash_cpu.cc`: the
 same algorithm, each tile a few sgemm calls and one vectorised softmax pass); engine="xla", and
-every other dtype or backend, runs the lax.scan engine of `block_sparse.py`.
+every other dtype or backend, runs the lax.scan engine of `core/block_sparse.py`.
 """
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core.options import ENGINE_DOC, ENGINES, option
+from attn_zoo.attention.core.registry import register
 
-DEFAULTS = dict(block_q=512, block_k=512, engine="auto")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    block_q: int = option(512, "query block (tile rows)", min=1)
+    block_k: int = option(512, "key block (tile columns)", min=1)
+    engine: str = option("auto", ENGINE_DOC, choices=ENGINES)
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, block_q, block_k, engine):
@@ -25,7 +31,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, block_q, block_k, engin
 
 SPEC = register(
     "blockwise", family="exact", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
+    options=Options, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
     complexity="O(N²) time, O(N) memory",
     description="Exact attention with an online softmax over key blocks and a recomputing backward.",
     test_options=({"block_q": 8, "block_k": 8}, {"block_q": 16, "block_k": 8},

@@ -12,24 +12,29 @@ random blocks, so cost is O(N·b·(num_sliding + num_global + num_random)).
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 SOURCES = ("rng", "params")
-DEFAULTS = dict(block=64, num_sliding=3, num_global=1, num_random=3, random_source="rng")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    block: int = option(64, "block size b of queries and keys", min=1)
+    num_sliding: int = option(3, "sliding key blocks around a query block (odd)", min=1)
+    num_global: int = option(1, "leading global blocks: see every key, seen by every query", min=0)
+    num_random: int = option(3, "random key blocks per query block", min=0)
+    random_source: str = option("rng", "'rng': new random blocks each call; 'params': fixed per layer",
+                                choices=SOURCES)
 
-
-def _check(block, num_sliding, num_global, num_random, random_source):
-    if block < 1 or num_sliding < 1 or num_sliding % 2 == 0 or num_global < 0 or num_random < 0:
-        raise ValueError(f"bigbird: need block >= 1, odd num_sliding >= 1, num_global >= 0, "
-                         f"num_random >= 0; got {block}, {num_sliding}, {num_global}, {num_random}")
-    if random_source not in SOURCES:
-        raise ValueError(f"bigbird: random_source must be one of {SOURCES}, got {random_source!r}")
+    def check(self):
+        if self.num_sliding % 2 == 0:
+            raise ValueError(f"num_sliding={self.num_sliding} must be odd (a window centred on the block)")
 
 
 def static_blocks(nq, nk, *, num_sliding, num_global, causal):
@@ -77,7 +82,6 @@ def init(rng, q, k, v, *, block, random_source, **_):
 
 def attention(params, q, k, v, *, key_mask, causal, rng, block, num_sliding, num_global,
               num_random, random_source):
-    _check(block, num_sliding, num_global, num_random, random_source)
     B, L, H, _ = q.shape
     S = k.shape[1]
     b = block
@@ -119,7 +123,6 @@ def attention(params, q, k, v, *, key_mask, causal, rng, block, num_sliding, num
 def pattern(L, S, *, causal, rng, params=None, block, num_sliding, num_global, num_random,
             random_source):
     """np.bool_ [L, S]: the blocks that apply() computes with the same rng (or params)."""
-    _check(block, num_sliding, num_global, num_random, random_source)
     if random_source == "params" and params is None:
         return None  # the random blocks live in params: pattern(...) cannot know them
     nq, nk = bs.num_blocks(L, block), bs.num_blocks(S, block)
@@ -145,7 +148,7 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, **
 
 SPEC = register(
     "bigbird", family="pattern", exact=True, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, pattern_fn=pattern, needs_rng=True,
+    options=Options, init_fn=init, pattern_fn=pattern, state=("random_scores",), needs_rng=True,
     chosen_pattern=chosen_pattern, complexity="O(N·b·(3+g+r))",
     description="Blocked: sliding, global and random blocks (random from rng, or fixed in params).",
     test_options=({"block": 4, "num_global": 1, "num_random": 2},

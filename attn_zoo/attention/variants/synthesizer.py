@@ -17,17 +17,27 @@ memory; `random` and `factorized_dense` build G, O(N²).
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
 MODES = ("dense", "random", "factorized_random", "factorized_dense")
-DEFAULTS = dict(mode="dense", max_length=512, hidden=64, factors=8, mix_dot=False, fixed=False,
-                init_scale=1.0, block=512)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    mode: str = option("dense", "how the synthetic logits are made", choices=MODES)
+    max_length: int = option(512, "the longest input (learned length-sized parameters)", min=1)
+    hidden: int = option(64, "hidden size of the per-token MLPs", min=1)
+    factors: int = option(8, "rank of the factorized modes", min=1)
+    mix_dot: bool = option(False, "add q·k/√D to the synthetic logits")
+    fixed: bool = option(False, "random mode: the logits are not trained")
+    init_scale: float = option(1.0, "scale of the initial synthetic parameters", min=0.0)
+    block: int = option(512, "tile size of the exact engine", min=1)
 PRODUCT_MODES = ("dense", "factorized_random")  # G = q'·k'ᵀ: computed blockwise, never built
 
 
@@ -108,11 +118,11 @@ def synthetic_logits(params, q, S, *, mode, factors, fixed, **_):
     raise ValueError(f"synthesizer: mode must be one of {MODES}, got {mode!r}")
 
 
-def update(params, q, k, v, *, key_mask=None, mode, fixed, **_):
+def state(*, mode, fixed, **_):
     """With fixed=True the random matrices are non-gradient state, kept as drawn."""
-    if fixed and mode in ("random", "factorized_random"):
-        return jax.tree.map(jax.lax.stop_gradient, params)
-    return params
+    if not fixed:
+        return ()
+    return {"random": (("random",),), "factorized_random": (("r1",), ("r2",))}.get(mode, ())
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidden, factors,
@@ -136,7 +146,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidde
 
 SPEC = register(
     "synthesizer", family="learned", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, update=update, complexity="O(N²) time, O(N) memory (dense)",
+    options=Options, init_fn=init, state=state, complexity="O(N²) time, O(N) memory (dense)",
     description="Synthesizer: logits from a per-token MLP or a learned (factorized) L×S matrix, optionally + q·k.",
     test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True, "block": 8},
                   {"mode": "factorized_random", "max_length": 24, "factors": 4, "block": 8},

@@ -13,27 +13,32 @@ membership after a sort shifts when a later token changes bucket: a leak), compu
 the bucket-sorted stream (`bucketing.causal_window_attention`). O(N·chunk) time and memory.
 
 Rotations: params["rotations"] [H, D, n_hashes, n_buckets/2] (a fresh draw per layer from init,
-non-gradient state kept by `update`); with rehash=True and an rng (training), a fresh draw per call.
+declared non-gradient state, never updated); with rehash=True and an rng (training), a fresh draw per call.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import bucketing as bk
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import lse
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(n_hashes=2, n_buckets=32, chunk=64, rehash=False)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    n_hashes: int = option(2, "hashing rounds", min=1)
+    n_buckets: int = option(32, "buckets per round (1 or even)", min=1)
+    chunk: int = option(64, "chunk of the sorted stream a query attends (plus the previous one)", min=1)
+    rehash: bool = option(False, "draw new rotations from rng on every training call")
 
-
-def _check(n_buckets, n_hashes, chunk):
-    if n_buckets < 1 or (n_buckets > 1 and n_buckets % 2):
-        raise ValueError(f"reformer: n_buckets must be 1 or even, got {n_buckets}")
-    if n_hashes < 1 or chunk < 1:
-        raise ValueError(f"reformer: n_hashes and chunk must be >= 1, got {n_hashes}, {chunk}")
+    def check(self):
+        if self.n_buckets > 1 and self.n_buckets % 2:
+            raise ValueError(f"n_buckets={self.n_buckets} must be 1 or even")
 
 
 def random_rotations(rng, H, D, n_hashes, n_buckets):
@@ -42,11 +47,6 @@ def random_rotations(rng, H, D, n_hashes, n_buckets):
 
 def init(rng, q, k, v, *, n_hashes, n_buckets, **_):
     return {"rotations": random_rotations(rng, q.shape[2], q.shape[3], n_hashes, n_buckets)}
-
-
-def update(params, q, k, v, *, key_mask=None, **_):
-    """The rotations are non-gradient state: kept as drawn (stop_gradient marks them so)."""
-    return {"rotations": jax.lax.stop_gradient(params["rotations"])}
 
 
 def _normalize(x):
@@ -59,7 +59,6 @@ def _plan(params, q, key_mask, rng, *, causal, n_hashes, n_buckets, chunk, rehas
     Returns (qh [B, H, Np, D], kh = normalized qh, valid [B, 1, Np], plan, c) with Np a multiple
     of the chunk c; plan holds int [R, B, H, Np] sorts (see `bucketing`).
     """
-    _check(n_buckets, n_hashes, chunk)
     B, L, H, D = q.shape
     c = min(chunk, L)
     pad = (-L) % c
@@ -93,7 +92,6 @@ def attention(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, ch
     del k  # shared QK: keys are the normalized queries (see the module docstring)
     if v.shape[1] != q.shape[1]:
         raise ValueError(f"reformer: shared-QK attention needs L == S, got L={q.shape[1]}, S={v.shape[1]}")
-    _check(n_buckets, n_hashes, chunk)
     return _attention(params, q, v, key_mask, rng, causal=causal, n_hashes=n_hashes,
                       n_buckets=n_buckets, chunk=chunk, rehash=rehash)
 
@@ -112,7 +110,7 @@ def _attention(params, q, v, key_mask, rng, *, causal, n_hashes, n_buckets, chun
         one_round = lambda r: bk.sorted_chunk_attention(  # noqa: E731
             qh, kh, vh, valid, plan["spos"], plan["perm"], r, chunk=c, scale=D ** -0.5, no_self=True)
     outs, lses = jax.vmap(one_round)(jnp.arange(n_hashes))  # one traced round, not n_hashes
-    out = outs[0] if n_hashes == 1 else bk.combine(outs, lses)
+    out = outs[0] if n_hashes == 1 else lse.merge(outs, lses)
     return jnp.swapaxes(out[:, :, :L], 1, 2).astype(q.dtype)
 
 
@@ -130,7 +128,7 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_bucket
 
 SPEC = register(
     "reformer", family="clustering", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, update=update, chosen_pattern=chosen_pattern,
+    options=Options, init_fn=init, state=("rotations",), chosen_pattern=chosen_pattern,
     complexity="O(N·chunk·n_hashes)",
     description="Shared-QK angular LSH: sort by bucket, attend own + previous chunk, rounds by logsumexp.",
     test_options=({"n_hashes": 2, "n_buckets": 4, "chunk": 4, "rehash": True},),

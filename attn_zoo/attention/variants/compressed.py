@@ -10,16 +10,23 @@ O(N·c) causal), O(N·D) memory; no L×S matrix.
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_zoo.attention import block_sparse as bs
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(compression=4, init="normal", block=256)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    compression: int = option(4, "c: kernel and stride of the key/value convolution", min=1)
+    init: str = option("normal", "'mean': block means; 'normal': block means plus noise",
+                       choices=("normal", "mean"))
+    block: int = option(256, "tile size of the exact engine", min=1)
 
 
 def init(rng, q, k, v, *, compression, init, **_):
@@ -27,8 +34,6 @@ def init(rng, q, k, v, *, compression, init, **_):
     values of a block per head, channels kept (params may not depend on Dv, which can change at
     apply time). Both start as the block mean (I/c, 1/c), plus small noise for init='normal';
     with c = 1 and init='mean' the variant is dense attention."""
-    if init not in ("normal", "mean"):
-        raise ValueError(f"compressed: init must be 'normal' or 'mean', got {init!r}")
     H, D, c = q.shape[2], k.shape[3], compression
     w_k = jnp.broadcast_to(jnp.eye(D, dtype=F32) / c, (H, c, D, D))
     w_v = jnp.full((H, c), 1.0 / c, F32)
@@ -72,8 +77,6 @@ def attention(params, q, k, v, *, key_mask, causal, rng, compression, init, bloc
     del rng, init
     B, S, H, _ = k.shape
     c = compression
-    if c < 1:
-        raise ValueError(f"compressed: compression must be >= 1, got {c}")
     km = masks.key_mask_or_ones(key_mask, B, S)
     kz = jnp.where(km[:, :, None, None], k, 0)
     vz = jnp.where(km[:, :, None, None], v, 0)
@@ -97,7 +100,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, compression, init, bloc
 
 SPEC = register(
     "compressed", family="low_rank", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, complexity="O(N²/c)",
+    options=Options, init_fn=init, complexity="O(N²/c)",
     description="Memory-compressed: keys/values shortened by a strided conv (kernel = stride = c).",
     test_options=({"compression": 4, "block": 8},),
     bench_options={"compression": 8, "block": 512},

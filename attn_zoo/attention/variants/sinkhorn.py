@@ -14,17 +14,23 @@ block i; own block under the causal mask. O(N·block) attention + O((N/block)²�
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from attn_zoo.attention import bucketing as bk
-from attn_zoo.attention import masks
-from attn_zoo.attention.registry import register
+from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import masks
+from attn_zoo.attention.core.options import option
+from attn_zoo.attention.core.registry import register
 
 F32 = jnp.float32
-DEFAULTS = dict(block=64, sinkhorn_iters=8, temperature=0.75)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    block: int = option(64, "block size of the sorting", min=1)
+    sinkhorn_iters: int = option(8, "Sinkhorn normalizations", min=0)
+    temperature: float = option(0.75, "Sinkhorn temperature", gt=0)
 
 
 def init(rng, q, k, v, **_):
@@ -122,22 +128,20 @@ def _attention(params, q, k, v, key_mask, rng, *, causal, block, sinkhorn_iters,
     return jnp.swapaxes(out.reshape(B, H, n * b, -1)[:, :, :L], 1, 2)
 
 
-def _check(q, k, block, temperature):
+def _check(q, k):
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"sinkhorn: block sorting needs L == S, got L={q.shape[1]}, S={k.shape[1]}")
-    if block < 1 or temperature <= 0:
-        raise ValueError(f"sinkhorn: block must be >= 1 and temperature > 0, got {block}, {temperature}")
 
 
 def attention(params, q, k, v, *, key_mask, causal, rng, block, sinkhorn_iters, temperature):
-    _check(q, k, block, temperature)
+    _check(q, k)
     return _attention(params, q, k, v, key_mask, rng, causal=causal, block=block,
                       sinkhorn_iters=sinkhorn_iters, temperature=float(temperature)).astype(q.dtype)
 
 
 def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, block, sinkhorn_iters, temperature):
     """bool [B, H, L, L]: own block (causal: lower triangle) plus the block π(i) it was given."""
-    _check(q, k, block, temperature)
+    _check(q, k)
     B, L, H, D = q.shape
     b = min(block, L)
     valid = _valid(key_mask, B, L, b)
@@ -156,7 +160,7 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, block, sinkhorn_it
 
 SPEC = register(
     "sinkhorn", family="learned", exact=False, supports_causal=True, impl=attention,
-    defaults=DEFAULTS, init_fn=init, chosen_pattern=chosen_pattern,
+    options=Options, init_fn=init, chosen_pattern=chosen_pattern,
     complexity="O(N·b + (N/b)²·b·D)",
     description="Sparse Sinkhorn: each block attends to itself and to the key block a learned sort gives it.",
     test_options=({"block": 4, "sinkhorn_iters": 4},),
