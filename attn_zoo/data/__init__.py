@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 
-from attn_zoo.data import bytelm, image, listops, pathfinder_io, retrieval, synthetic, text
+from attn_zoo.data import bytelm, image, listops, mqar, pathfinder_io, retrieval, synthetic, text
 from attn_zoo.data.dataset import Split, Task, eval_batches, train_batch
 
 TASKS = {"listops": listops, "pathfinder": pathfinder_io, "text": text, "retrieval": retrieval,
-         "image": image, "recall": synthetic.recall, "copy": synthetic.copy, "bytelm": bytelm}
+         "image": image, "recall": synthetic.recall, "copy": synthetic.copy, "bytelm": bytelm,
+         "mqar": mqar}
 
 # Tasks whose input length is not a setting, and why.
 FIXED_LENGTH = {"pathfinder": "its inputs are images of data.resolution² pixels",
@@ -32,7 +33,7 @@ def at_length(data_config, length: int):
     """A copy of `data_config` whose inputs are `length` tokens (data.max_length = length, and
     whatever the task's generator must change with it); ValueError if the task's length is fixed.
 
-    Synthetic tasks (recall, copy) generate examples of any length with the same settings; text,
+    Synthetic tasks (recall, copy, mqar) generate examples of any length with the same settings; text,
     retrieval and bytelm read the same documents truncated (or windowed) at the new length.
     """
     task = data_config.task

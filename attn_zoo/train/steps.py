@@ -42,9 +42,12 @@ def create_state(model, tx):
 
 
 def loss_and_metrics(logits, batch, head):
-    """Weighted cross-entropy sums: classifier/dual over examples, lm over next tokens, token over
-    the positions whose label is >= 0 (labels [B, N]; -1 = not scored)."""
-    if head == "token":
+    """Weighted cross-entropy sums: classifier/dual over examples; token over the positions whose
+    label is >= 0 (labels [B, N]; -1 = not scored); lm over next tokens, or, when the task gives
+    per-token labels (labels [B, N], the shape of inputs: MQAR), over the positions whose label
+    is >= 0 as for token (labels[:, t] is the target of logits[:, t], already shifted)."""
+    per_token = head == "token" or (head == "lm" and batch["labels"].shape == batch["inputs"].shape)
+    if per_token:
         labels = batch["labels"]
         weight = (labels >= 0) * batch["mask"] * batch["weight"][:, None]
         labels = jnp.maximum(labels, 0)
