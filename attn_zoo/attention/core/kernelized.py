@@ -16,9 +16,9 @@ chunks with the carried state rescaled, as in an online softmax), which cancels 
 Features that come from a matmul per head (FAVOR+) can be given as functions of the head index:
 non-causal then runs head by head on [B, N, M] slices, the normalizer a ones column of v. XLA:CPU
 batches a dot only over leading dimensions, so H-batched einsums over [B, N, H, M] transpose every
-operand; with M = 256 features that cost more than the products (performer in the LRA text model's
-training step at 4K, this machine: 3.7 -> 3.0 s). With elementwise features (linear, M = D) the
-batched einsums stay: head by head, the per-head slices' gradients were slower in the model.
+operand; with M = 256 features that costs more than the products. With elementwise features
+(linear, M = D) the batched einsums stay: head by head, the per-head slices' gradients were slower
+in the model (the measurements: experiments/results/kernelized-layout.md).
 """
 from __future__ import annotations
 
