@@ -210,10 +210,13 @@ def _cmd_compare(sub):
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--workdir", required=True)
 
+    p.add_argument("--chance", type=float, default=None,
+                   help="the task's chance or majority rate, in the leaderboard's metric")
+
     def run(args):
         from attn_zoo.train import compare
         compare.compare(args.config, args.variants, [int(s) for s in args.seeds.split(",")],
-                        args.workdir, args.extra)
+                        args.workdir, args.extra, chance=args.chance)
 
     p.set_defaults(run=run, accepts_extra=True)
 
@@ -223,9 +226,12 @@ def _cmd_summarize(sub):
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default=None, help="write leaderboard.md/.csv and pareto.png here")
 
+    p.add_argument("--chance", type=float, default=None,
+                   help="the task's chance or majority rate, in the leaderboard's metric")
+
     def run(args):
         from attn_zoo.train import compare
-        compare.summarize(args.dirs, out=args.out)
+        compare.summarize(args.dirs, out=args.out, chance=args.chance)
 
     p.set_defaults(run=run)
 
