@@ -68,6 +68,7 @@ def _cmd_bench(sub):
 def _cmd_train(sub):
     p = sub.add_parser("train", help="train and evaluate a model from a config (resumes in --workdir)",
                        description="Extra --config.a.b=value arguments override config fields.")
+    _allocator_arg(p)
     _plugins_arg(p)
     p.add_argument("--config", required=True, help="path/to/config.py[:variant[,preset...]]")
     p.add_argument("--workdir", required=True)
@@ -204,6 +205,7 @@ def parse_options(extra):
 def _cmd_compare(sub):
     p = sub.add_parser("compare", help="train variants on one task (per seed) and write a leaderboard",
                        description="Extra --config.a.b=value arguments override every run's config.")
+    _allocator_arg(p)
     _plugins_arg(p)
     p.add_argument("--config", required=True, help="path/to/task.py[:preset,...] (no variant)")
     p.add_argument("--variants", required=True, help="comma-separated names, or 'all'")
@@ -254,8 +256,17 @@ def _plugins_arg(p):
                         "(as $ATTN_ZOO_PLUGINS); a training workdir records them for eval/compare/summarize")
 
 
+def _allocator_arg(p):
+    p.add_argument("--allocator", default="auto", choices=["auto", "system", "tcmalloc", "jemalloc"],
+                   help="malloc to run under (re-executes with LD_PRELOAD); auto: tcmalloc or jemalloc "
+                        "when installed, else glibc's, whose page faults slow large-temp steps")
+
+
 def main(argv=None) -> int:
     args, extra = build_parser().parse_known_args(argv)
+    if argv is None and args.command in ("train", "compare"):  # the console script, not a test
+        from attn_zoo.bench.common import run_under_malloc
+        run_under_malloc(args.allocator, sys.argv[1:])
     if extra and not getattr(args, "accepts_extra", False):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra

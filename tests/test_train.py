@@ -182,3 +182,25 @@ def test_summary_table_and_plot(tmp_path):
     assert (tmp_path / "val.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="has `attn-zoo train --workdir"):
         summary.load([str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("allocator", ["auto", "system"])
+def test_train_command_runs_under_the_chosen_malloc(tmp_path, allocator):
+    """The console script re-executes itself under tcmalloc/jemalloc when installed (auto), and
+    under glibc's malloc with --allocator system; results.json says which ran."""
+    import json
+    import shutil
+    import subprocess
+
+    from attn_zoo.bench.common import malloc_preload
+    exe = shutil.which("attn-zoo")
+    if exe is None:
+        pytest.skip("the attn-zoo console script is not installed")
+    workdir = tmp_path / "w"
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ATTN_ZOO_MALLOC_EXEC")}
+    res = subprocess.run([exe, "train", "--allocator", allocator, "--config",
+                          os.path.join(ROOT, "configs/recall.py:local,smoke"), "--workdir", str(workdir)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with open(workdir / "results.json", encoding="utf-8") as f:
+        assert json.load(f)["malloc"] == malloc_preload(allocator)[0]

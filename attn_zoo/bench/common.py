@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 # Workers run under a caching malloc (LD_PRELOAD) when one is installed: glibc's malloc hands
@@ -46,6 +47,19 @@ def malloc_name():
     """The malloc this process runs under (as LD_PRELOAD made it), from the symbols it exports."""
     lib = ctypes.CDLL(None)
     return next((name for name, symbol, _ in MALLOCS[:-1] if hasattr(lib, symbol)), "system")
+
+
+def run_under_malloc(choice, argv) -> None:
+    """Re-execute this command (`python -m attn_zoo.cli *argv`) with `choice`'s malloc preloaded
+    (see malloc_preload), unless it already runs under it or choice is 'system'. Returns only
+    when nothing needs doing. glibc's malloc unmaps XLA:CPU's large per-step temp buffers, so
+    every step faults them in again."""
+    name, lib = malloc_preload(choice)
+    if lib is None or malloc_name() == name or os.environ.get("ATTN_ZOO_MALLOC_EXEC"):
+        return
+    preload = ":".join(filter(None, [lib, os.environ.get("LD_PRELOAD", "")]))
+    env = {**os.environ, "LD_PRELOAD": preload, "ATTN_ZOO_MALLOC_EXEC": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "attn_zoo.cli", *argv], env)
 
 
 def malloc_of(rows):

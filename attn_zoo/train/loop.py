@@ -23,6 +23,7 @@ from flax import nnx
 from attn_zoo import attention, configs, data
 from attn_zoo.models import Transformer
 from attn_zoo.models.transformer import extra_tokens
+from attn_zoo.bench.common import malloc_name
 from attn_zoo.train import parallel, steps
 from attn_zoo.train.checkpoint import Checkpoints
 from attn_zoo.train.metrics import MetricsLog, Progress, peak_memory_mb
@@ -185,7 +186,7 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
         "best_val_accuracy": best_meta["best_val_accuracy"], "best_step": best_meta["best_step"],
         "num_steps": tc.num_steps, "num_params": int(num_params),
         "steps_per_sec": timed_steps / train_time if train_time else None,
-        "peak_memory_mb": peak_memory_mb(), "wall_time_s": time.time() - t0,
+        "peak_memory_mb": peak_memory_mb(), "wall_time_s": time.time() - t0, "malloc": malloc_name(),
         "cpu_time_s": time.process_time(),  # whole process, all threads: robust to a shared machine
         "devices": mesh.size,
     }
