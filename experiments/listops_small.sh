@@ -6,7 +6,8 @@
 #   STEPS=800 experiments/listops_small.sh    # experiments/results/listops-small.md (~20 min)
 # Rerunning resumes or reuses finished workdirs under $OUT.
 set -euo pipefail
-OUT=${OUT:-runs/listops-small-${STEPS:=150}}
+STEPS=${STEPS:-150}
+OUT=${OUT:-runs/listops-small-$STEPS}
 DATA=${DATA:-runs/data/listops-small}
 cd "$(dirname "$0")/.."
 
