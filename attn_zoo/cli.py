@@ -211,7 +211,6 @@ def _cmd_compare(sub):
     p.add_argument("--variants", required=True, help="comma-separated names, or 'all'")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--workdir", required=True)
-
     p.add_argument("--chance", type=float, default=None,
                    help="the task's chance or majority rate, in the leaderboard's metric")
 
@@ -227,7 +226,6 @@ def _cmd_summarize(sub):
     p = sub.add_parser("summarize", help="leaderboard of the finished runs below some directories")
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default=None, help="write leaderboard.md/.csv and pareto.png here")
-
     p.add_argument("--chance", type=float, default=None,
                    help="the task's chance or majority rate, in the leaderboard's metric")
 

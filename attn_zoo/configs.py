@@ -73,10 +73,9 @@ def check(config) -> None:
     from attn_zoo import attention
 
     entries = [("config.attention", config.attention.to_dict())]
-    if "model" in config:
+    if "model" in config and config.model.get("layer_attention"):
         entries += [(f"config.model.layer_attention[{i}]", a)
-                    for i, a in enumerate(layer_attention(config.model, config.attention))
-                    if config.model.get("layer_attention")]
+                    for i, a in enumerate(layer_attention(config.model, config.attention))]
     for where, entry in entries:
         opts = dict(entry)
         if "name" not in opts:

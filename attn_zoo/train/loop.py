@@ -288,7 +288,10 @@ def _check_length(config, trained_length, length):
 def _check_shapes(config, task, trained_length, length):
     """Refuse when some parameter's shape depends on the model's length (tied to the trained one)."""
     def shapes(n):  # trained params and non-gradient state ("rest": e.g. fixed random blocks)
-        state = jax.eval_shape(lambda: {k: build(config, task, n)[1][k] for k in ("params", "rest")})
+        def params_and_state():
+            state = build(config, task, n)[1]
+            return {"params": state["params"], "rest": state["rest"]}
+        state = jax.eval_shape(params_and_state)
         return {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
 
     old, new = shapes(trained_length), shapes(length)

@@ -87,8 +87,8 @@ def _coerce(tp, value):
         if isinstance(value, bool) or not hasattr(value, "__index__"):
             return _BAD
         return int(value.__index__())
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if tp is float:  # ints and numpy scalars too, never a bool or a string
+        if isinstance(value, (bool, str)) or not hasattr(value, "__float__"):
             return _BAD
         return float(value)
     if tp is str:

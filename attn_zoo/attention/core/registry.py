@@ -147,6 +147,9 @@ def _check_qkv(name, q, k, v):
 
 
 _REGISTRY: dict[str, AttentionSpec] = {}
+# register's keyword fields: the spec's, less those register sets itself
+_OPTIONAL_FIELDS = ({f.name for f in dataclasses.fields(AttentionSpec)}
+                    - {"name", "family", "exact", "supports_causal", "declaration", "impl"})
 
 
 def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl: Callable,
@@ -202,9 +205,9 @@ def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl
         raise TypeError(f"attention '{name}': give options (a dataclass) or defaults (a dict), not both")
     declaration = (Declaration(options) if options is not None
                    else Declaration.from_defaults(name, dict(defaults or {})))
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(AttentionSpec)} - {"origin"})
-    if unknown or "declaration" in fields:
-        raise TypeError(f"register('{name}') got unexpected fields {unknown or ['declaration']}; "
+    unknown = sorted(set(fields) - _OPTIONAL_FIELDS)
+    if unknown:
+        raise TypeError(f"register('{name}') got unexpected fields {unknown}; "
                         f"see help(attn_zoo.attention.register)")
     # the module that called register: attn_zoo's own variants vs plugins (tables, README)
     origin = fields.pop("origin", sys._getframe(1).f_globals.get("__name__", ""))
