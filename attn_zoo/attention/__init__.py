@@ -3,6 +3,7 @@
     from attn_zoo import attention
     attention.names(); spec = attention.get("local")
     out = spec.apply(params, q, k, v, key_mask=m, causal=False, window=64)
+    attention.state_size({"name": "local", "window": 64}, L, H, D)   # decoding state, floats
 
 Importing this package registers every built-in variant, then the plugins named in
 $ATTN_ZOO_PLUGINS or entry points (`plugins`); `register` adds your own.
@@ -21,10 +22,20 @@ def _import_builtins():
         importlib.import_module(f"{variants.__name__}.{info.name}")
 
 
+def state_size(attn_config, L, H, D):
+    """Floats a causal decoder of `attn_config` ({'name': ..., **options}) keeps per layer after
+    reading L tokens with H heads of head dim D (Dv = D); None for a variant that is not causal."""
+    opts = dict(attn_config)
+    if "name" not in opts:
+        raise ValueError(f"attention config has no 'name'; give a registered variant: "
+                         f"{', '.join(names())}")
+    return get(opts.pop("name")).decoding_state(L, H, D, **opts)
+
+
 _import_builtins()
 
 from attn_zoo.attention import plugins  # noqa: E402  (after the built-ins: plugins may use them)
 
 plugins.load_environment()
 
-__all__ = ["AttentionSpec", "get", "names", "plugins", "register", "unregister"]
+__all__ = ["AttentionSpec", "get", "names", "plugins", "register", "state_size", "unregister"]

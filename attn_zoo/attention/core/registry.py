@@ -52,6 +52,7 @@ class AttentionSpec:
     state: tuple[str, ...] | Callable[..., tuple[tuple[str, ...], ...]] = ()
     update: Callable[..., Any] | None = None
     chosen_pattern: Callable[..., Any] | None = None
+    state_size: Callable[..., int | None] | None = None
     departures: str = ""
     origin: str = ""
 
@@ -71,6 +72,23 @@ class AttentionSpec:
         if callable(self.state):
             return tuple(tuple(p) for p in self.state(**self.options(**options)))
         return tuple((key,) for key in self.state)
+
+    def decoding_state(self, L, H, D, **options) -> int | None:
+        """Floats a causal decoder keeps per layer and sequence after reading L tokens (H heads,
+        D = Dv) at `options` (defaults filled in, checked); None when the variant is not causal,
+        does not declare `state_size`, or cannot decode causally under these options."""
+        opts = self.options(**options)
+        if min(L, H, D) < 1:
+            raise ValueError(f"attention '{self.name}': decoding_state needs L, H, D >= 1, "
+                             f"got {L}, {H}, {D}")
+        limit = self.length_limit(**opts)
+        if limit is not None and L > limit:
+            raise ValueError(f"attention '{self.name}' was built for length <= "
+                             f"{self.max_length}={limit}, got L={L}")
+        if not self.supports_causal or self.state_size is None:
+            return None
+        n = self.state_size(int(L), int(H), int(D), **opts)
+        return None if n is None else int(n)
 
     def option_rows(self) -> list[dict[str, str]]:
         """The declared options as rows: option, type, default, allowed, doc."""
@@ -134,6 +152,11 @@ class AttentionSpec:
         return mask
 
 
+def kv_cache(L, H, D, **_) -> int:
+    """2·L·H·D: every past key and value (the full KV cache)."""
+    return 2 * L * H * D
+
+
 def _check_qkv(name, q, k, v):
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(
@@ -195,6 +218,11 @@ def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl
         pure step the trainer applies to the state in training (None: the state stays fixed).
       chosen_pattern: for data-dependent variants, `fn(params, q, k, v, *, key_mask, causal, rng,
         **options) -> bool [B, H, L, S]`, the pairs computed for this input (pictures).
+      state_size: for causal variants, `fn(L, H, D, **options) -> int`, the floats a causal
+        decoder keeps per layer and sequence after reading L tokens (its KV cache: the keys that
+        query L − 1 or a later one may still attend; or its recurrent state), with Dv = D; not
+        the `state` params above. Its docstring's first paragraph gives the formula (`attn-zoo
+        list NAME`); read it through `spec.decoding_state(L, H, D, **options)`.
     replace: allow re-registering an existing name.
     """
     if name in _REGISTRY and not replace:

@@ -3,13 +3,41 @@ from __future__ import annotations
 
 from attn_zoo.attention.core.registry import get, names
 
-COLUMNS = ("name", "family", "exact", "causal", "length", "complexity", "options")
+STATE_AT = {"L": 1024, "H": 8, "D": 64}  # where the state column is evaluated
+STATE = f"state (L={STATE_AT['L']}, H={STATE_AT['H']}, D={STATE_AT['D']})"
+COLUMNS = ("name", "family", "exact", "causal", "length", "complexity", STATE, "options")
 
 
 def length_cell(spec) -> str:
     """'≤ <option>' when learned parameters sized by that option tie the variant to a maximum
     length, else 'any'."""
     return f"≤ {spec.max_length}" if spec.length_limited else "any"
+
+
+def state_cell(spec, L=STATE_AT["L"], H=STATE_AT["H"], D=STATE_AT["D"]) -> str:
+    """Floats a causal decoder keeps per layer at the defaults, e.g. '1.0M', '132k'; 'none' when not
+    causal, '?' when undeclared, '> max_length' when L exceeds the length the variant is built
+    for, 'n/a' when its defaults refuse these L, H, D (e.g. a head count they fix)."""
+    if not spec.supports_causal:
+        return "none"
+    limit = spec.length_limit()
+    if limit is not None and L > limit:
+        return f"> {spec.max_length}"
+    try:
+        n = spec.decoding_state(L, H, D)
+    except ValueError:
+        return "n/a"
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def state_line(spec) -> str:
+    """The state formula: the first paragraph of the variant's `state_size` docstring, one line."""
+    if not spec.supports_causal:
+        return "none (not causal)"
+    doc = (spec.state_size.__doc__ or "").strip() if spec.state_size else ""
+    return " ".join(doc.split("\n\n")[0].split()) if doc else "not declared"
 
 
 def rows(builtin: bool | None = None) -> list[dict[str, str]]:
@@ -21,7 +49,7 @@ def rows(builtin: bool | None = None) -> list[dict[str, str]]:
         out.append({"name": name, "family": spec.family, "exact": "yes" if spec.exact else "no",
                     "causal": "yes" if spec.supports_causal else "no",
                     "length": length_cell(spec),
-                    "complexity": spec.complexity, "options": opts})
+                    "complexity": spec.complexity, STATE: state_cell(spec), "options": opts})
     return out
 
 
@@ -35,6 +63,7 @@ def variant_table(name: str, markdown: bool = False) -> str:
     head = (f"{spec.name} ({spec.family}; {'exact' if spec.exact else 'approximate'}; "
             f"{'causal and not' if spec.supports_causal else 'not causal'}; {spec.complexity}; "
             f"length {length_cell(spec)})\n{spec.description}")
+    head += f"\nDecoding state (floats per layer, B = 1): {state_line(spec)}"
     if spec.departures:
         head += f"\nDeparts from the paper: {spec.departures}"
     option_rows = spec.option_rows()

@@ -146,9 +146,22 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, **
     return np.broadcast_to(m[:, None], (q.shape[0], q.shape[2]) + m.shape[1:])
 
 
+def state_size(L, H, D, *, block, num_sliding, num_global, num_random, **_):
+    """2·L·H·D with random blocks; without them 2·H·D·(the sliding blocks of query L − 1 and on,
+    plus the global blocks before them), or 2·L·H·D while a global query block is to come."""
+    # A later query block may draw any earlier non-global block at random (from rng, or from
+    # params fixed per layer but unknown here), so no past key can be dropped.
+    iq = (L - 1) // block
+    if num_random or iq < num_global:
+        return 2 * L * H * D
+    lo = max(iq - num_sliding // 2, 0) * block
+    return 2 * H * D * (L - lo + min(num_global * block, lo))
+
+
 SPEC = register(
     "bigbird", family="pattern", exact=True, supports_causal=True, impl=attention,
     options=Options, init_fn=init, pattern_fn=pattern, state=("random_scores",), needs_rng=True,
+    state_size=state_size,
     chosen_pattern=chosen_pattern, complexity="O(N·b·(3+g+r))",
     description="Blocked: sliding, global and random blocks (random from rng, or fixed in params).",
     test_options=({"block": 4, "num_global": 1, "num_random": 2},

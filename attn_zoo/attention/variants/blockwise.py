@@ -15,7 +15,7 @@ import numpy as np
 
 from attn_zoo.attention.core import block_sparse as bs
 from attn_zoo.attention.core.options import ENGINE_DOC, ENGINES, option
-from attn_zoo.attention.core.registry import register
+from attn_zoo.attention.core.registry import kv_cache, register
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -31,7 +31,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, block_q, block_k, engin
 
 SPEC = register(
     "blockwise", family="exact", exact=True, supports_causal=True, impl=attention,
-    options=Options, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
+    options=Options, state_size=kv_cache, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
     complexity="O(N²) time, O(N) memory",
     description="Exact attention with an online softmax over key blocks and a recomputing backward.",
     test_options=({"block_q": 8, "block_k": 8}, {"block_q": 16, "block_k": 8},

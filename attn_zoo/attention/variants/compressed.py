@@ -98,9 +98,14 @@ def attention(params, q, k, v, *, key_mask, causal, rng, compression, init, bloc
                         mask_fn=_causal_mask_fn(S, c), block_q=block, block_k=block)
 
 
+def state_size(L, H, D, *, compression, **_):
+    """2·H·D·(⌊L/c⌋ + L mod c): the compressed finished blocks, raw keys of the unfinished one."""
+    return 2 * H * D * (L // compression + L % compression)
+
+
 SPEC = register(
     "compressed", family="low_rank", exact=False, supports_causal=True, impl=attention,
-    options=Options, init_fn=init, complexity="O(N²/c)",
+    options=Options, init_fn=init, state_size=state_size, complexity="O(N²/c)",
     description="Memory-compressed: keys/values shortened by a strided conv (kernel = stride = c).",
     test_options=({"compression": 4, "block": 8},),
     bench_options={"compression": 8, "block": 512},

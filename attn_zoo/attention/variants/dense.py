@@ -14,7 +14,7 @@ import numpy as np
 
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
-from attn_zoo.attention.core.registry import register
+from attn_zoo.attention.core.registry import kv_cache, register
 
 SCORES = ("scaled_dot", "dot", "additive", "cosine")
 NORMALIZERS = ("softmax", "hard", "gumbel")
@@ -95,7 +95,7 @@ def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern
 
 SPEC = register(
     "dense", family="dense", exact=True, supports_causal=True, impl=attention, options=Options,
-    init_fn=init, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
+    init_fn=init, state_size=kv_cache, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
     complexity="O(N²)", description="Full softmax attention (the reference); score and normalizer options.",
     test_options=({}, {"score": "dot"}, {"score": "cosine"}, {"score": "additive", "additive_dim": 4},
                   {"normalize": "hard"}, {"normalize": "gumbel", "temperature": 0.5}),

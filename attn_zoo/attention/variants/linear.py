@@ -31,9 +31,14 @@ def reference(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
     return kernelized.quadratic(phi(q), phi(k), v, key_mask, causal)
 
 
+def state_size(L, H, D, **_):
+    """H·(D·D + D): S = Σ φ(k)vᵀ and z = Σ φ(k) per head (φ is elementwise: D features)."""
+    return H * (D * D + D)
+
+
 SPEC = register(
     "linear", family="kernel", exact=False, supports_causal=True, impl=attention,
-    options=Options, reference=reference, complexity="O(N·D·Dv)",
+    options=Options, reference=reference, state_size=state_size, complexity="O(N·D·Dv)",
     description="Linear Transformer: φ(q)(φ(k)ᵀv) normalized, φ = elu+1 or relu; chunked causal scan.",
     test_options=({"chunk": 8}, {"chunk": 8, "feature_map": "relu"}),
     bench_options={"feature_map": "elu", "chunk": 128},

@@ -34,9 +34,14 @@ def pattern(L, S, *, causal, window, **_):
     return masks.band_pattern(L, S, window, causal=causal)
 
 
+def state_size(L, H, D, *, window, **_):
+    """2·H·D·min(window + 1, L): a causal query sees itself and the `window` keys before it."""
+    return 2 * H * D * min(window + 1, L)
+
+
 SPEC = register(
     "local", family="pattern", exact=True, supports_causal=True, impl=attention,
-    options=Options, pattern_fn=pattern, complexity="O(N·w)",
+    options=Options, pattern_fn=pattern, state_size=state_size, complexity="O(N·w)",
     description="Sliding window |i−j| ≤ window, one key span per query block.",
     test_options=({"window": 3, "block": 8}, {"window": 10, "block": 4},
                   {"window": 3, "block": 8, "engine": "xla"}),

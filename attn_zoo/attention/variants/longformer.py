@@ -67,9 +67,18 @@ def pattern(L, S, *, causal, window, num_global, global_indices, **_):
     return mask
 
 
+def state_size(L, H, D, *, window, num_global, global_indices, **_):
+    """2·H·D·(min(window + 1, L) + globals before the band), or 2·L·H·D while a global query
+    (one that sees every key) is still to come at a position >= L − 1."""
+    future = max(global_indices) >= L - 1 if global_indices else num_global >= L
+    lo = max(L - 1 - window, 0)  # the band of queries >= L - 1 starts here
+    kept = L if future else L - lo + int(np.sum(global_positions(L, num_global, global_indices) < lo))
+    return 2 * H * D * kept
+
+
 SPEC = register(
     "longformer", family="pattern", exact=True, supports_causal=True, impl=attention,
-    options=Options, pattern_fn=pattern, complexity="O(N·(w+G))",
+    options=Options, pattern_fn=pattern, state_size=state_size, complexity="O(N·(w+G))",
     description="Sliding window plus global positions (first G or listed) that see and are seen by all.",
     test_options=({"window": 2, "num_global": 3, "block": 8},
                   {"window": 4, "global_indices": (0, 9, 17), "block": 4}),

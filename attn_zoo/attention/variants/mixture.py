@@ -213,9 +213,17 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, gr
     return np.concatenate(parts, axis=1)
 
 
+def state_size(L, H, D, *, groups):
+    """Σ over groups of each group's state at its head count (None if a group has none)."""
+    sizes = [spec.decoding_state(L, hs.stop - hs.start, D, **opts)
+             for _, spec, hs, opts in _components(groups, H)]
+    return None if None in sizes else sum(sizes)
+
+
 SPEC = register(
     "mixture", family="mixture", exact=True, supports_causal=True, impl=attention,
     options=Options, init_fn=init, pattern_fn=pattern, state=state, update=update, needs_rng=True,
+    state_size=state_size,
     chosen_pattern=chosen_pattern, complexity="sum of its groups'",
     description="Groups of heads, each with its own variant and options, e.g. 'local(window=64)*1/2 + strided*rest'.",
     test_options=({"groups": "local(window=3, block=8) + bigbird(block=4, num_random=1)"},),

@@ -95,9 +95,15 @@ def reference(params, q, k, v, *, key_mask, causal, rng, num_features, kernel, r
     return kernelized.quadratic(phi(q), phi(k), v, key_mask, causal)
 
 
+def state_size(L, H, D, *, num_features, **_):
+    """H·(M·D + M), M = num_features: S = Σ φ(k)vᵀ and z = Σ φ(k) per head."""
+    return H * (num_features * D + num_features)
+
+
 SPEC = register(
     "performer", family="kernel", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("features",), reference=reference, reference_atol=2e-5,
+    state_size=state_size,
     reference_scale=2.0, complexity="O(N·M·Dv)",
     description="FAVOR+: positive orthogonal random features for the softmax kernel (or ReLU).",
     test_options=({"num_features": 12, "chunk": 8}, {"num_features": 16, "kernel": "relu", "chunk": 8}),

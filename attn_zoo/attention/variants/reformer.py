@@ -126,9 +126,17 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_bucket
     return vis[:, :, :L, :L]
 
 
+def state_size(L, H, D, *, n_hashes, n_buckets, chunk, **_):
+    """2·H·D·min(L, R·n_buckets·chunk) (one bucket: min(L, chunk)): a causal query sees the
+    `chunk` most recent keys of its bucket per round, so a decoder keeps that many per bucket."""
+    slots = chunk if n_buckets == 1 else n_hashes * n_buckets * chunk
+    return 2 * H * D * min(L, slots)
+
+
 SPEC = register(
     "reformer", family="clustering", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("rotations",), chosen_pattern=chosen_pattern,
+    state_size=state_size,
     complexity="O(N·chunk·n_hashes)",
     description="Shared-QK angular LSH: sort by bucket, attend own + previous chunk, rounds by logsumexp.",
     test_options=({"n_hashes": 2, "n_buckets": 4, "chunk": 4, "rehash": True},),

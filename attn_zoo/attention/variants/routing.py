@@ -158,9 +158,16 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, num_clusters, wind
     return both & _valid(key_mask, B, L, S)[1][:, None, None, :]
 
 
+def state_size(L, H, D, *, num_clusters, window, **_):
+    """2·H·D·min(L, K·w) (window 0, w = ⌈L/K⌉: 2·L·H·D): a causal query sees the w most recent
+    keys of its cluster, so a decoder keeps that many per cluster."""
+    return 2 * H * D * (min(L, num_clusters * window) if window else L)
+
+
 SPEC = register(
     "routing", family="clustering", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("centroids",), update=update, chosen_pattern=chosen_pattern,
+    state_size=state_size,
     complexity="O(N·K·D + N·w·D)",
     description="Online k-means routing: each centroid's top-w queries and keys attend within the cluster.",
     test_options=({"num_clusters": 3, "window": 5},),

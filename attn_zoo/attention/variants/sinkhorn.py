@@ -158,9 +158,14 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, block, sinkhorn_it
     return vis[:, :, :L, :L]
 
 
+def state_size(L, H, D, **_):
+    """2·L·H·D: a causal query block may be sorted to any earlier block, so every key is kept."""
+    return 2 * L * H * D
+
+
 SPEC = register(
     "sinkhorn", family="learned", exact=False, supports_causal=True, impl=attention,
-    options=Options, init_fn=init, chosen_pattern=chosen_pattern,
+    options=Options, init_fn=init, chosen_pattern=chosen_pattern, state_size=state_size,
     complexity="O(N·b + (N/b)²·b·D)",
     description="Sparse Sinkhorn: each block attends to itself and to the key block a learned sort gives it.",
     test_options=({"block": 4, "sinkhorn_iters": 4},),

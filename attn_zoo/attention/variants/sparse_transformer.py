@@ -127,9 +127,23 @@ def pattern(L, S, *, causal, layout, block, summary, split_heads, **_):
     return np.concatenate([np.broadcast_to(a1, (h, L, S)), np.broadcast_to(a2, (h, L, S))])
 
 
+def state_size(L, H, D, *, layout, block, summary, split_heads, **_):
+    """fixed: 2·H·D·((L−1) mod l + 1 + ⌊(L−1)/l⌋·c), the current block and the c summaries of
+    each earlier block; strided: 2·L·H·D, as A2 reaches every key again (j + m·l). With
+    split_heads each half keeps only its own part's keys (the keys queries >= L − 1 still see)."""
+    _check_heads(split_heads, H)
+    if layout == "strided":  # A1: the band of the last query; A2: every key
+        a1, a2, union = min(block, L), L, L
+    else:  # A1: the current block; A2: every summary position j < L
+        a1 = (L - 1) % block + 1
+        a2 = L // block * summary + max(L % block - (block - summary), 0)
+        union = a1 + (L - 1) // block * summary
+    return 2 * D * (H // 2 * (a1 + a2) if split_heads else H * union)
+
+
 SPEC = register(
     "sparse_transformer", family="pattern", exact=True, supports_causal=True, impl=attention,
-    options=Options, pattern_fn=pattern, complexity="O(N·(l + N·c/l))",
+    options=Options, pattern_fn=pattern, state_size=state_size, complexity="O(N·(l + N·c/l))",
     description="Child et al. factorized: fixed (block + summary columns) or strided (band + stride); heads may split.",
     test_options=({"block": 5, "summary": 2, "tile": 8},
                   {"layout": "strided", "block": 4, "tile": 4}),

@@ -43,9 +43,15 @@ def pattern(L, S, *, causal, stride, span, **_):
     return mask & (d >= 0) if causal else mask
 
 
+def state_size(L, H, D, *, stride, span, **_):
+    """2·H·D·min(L, ⌊span/stride⌋·stride + 1); with no span 2·L·H·D, as every key j is seen
+    again by query j + m·stride: a decoder keeps the keys some query >= L − 1 still reaches."""
+    return 2 * H * D * (L if span < 0 else min(L, span // stride * stride + 1))
+
+
 SPEC = register(
     "strided", family="pattern", exact=True, supports_causal=True, impl=attention,
-    options=Options, pattern_fn=pattern, complexity="O(N²/stride)",
+    options=Options, pattern_fn=pattern, state_size=state_size, complexity="O(N²/stride)",
     description="Dilated: (i−j) mod stride == 0 (optionally |i−j| ≤ span); residue classes made contiguous.",
     test_options=({"stride": 3, "block": 4}, {"stride": 2, "span": 9, "block": 4}),
     bench_options={"stride": 64, "block": 128},

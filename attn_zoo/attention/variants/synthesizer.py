@@ -144,9 +144,16 @@ def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidde
     return out.astype(q.dtype)
 
 
+def state_size(L, H, D, *, mix_dot, **_):
+    """L·H·D (values only: synthetic logits come from q_i or params, never from keys); 2·L·H·D
+    with mix_dot (q·k needs the keys too)."""
+    return (2 if mix_dot else 1) * L * H * D
+
+
 SPEC = register(
     "synthesizer", family="learned", exact=False, supports_causal=True, impl=attention,
-    options=Options, init_fn=init, state=state, complexity="O(N²) time, O(N) memory (dense)",
+    options=Options, init_fn=init, state=state, state_size=state_size,
+    complexity="O(N²) time, O(N) memory (dense)",
     description="Synthesizer: logits from a per-token MLP or a learned (factorized) L×S matrix, optionally + q·k.",
     test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True, "block": 8},
                   {"mode": "factorized_random", "max_length": 24, "factors": 4, "block": 8},
