@@ -222,22 +222,58 @@ def _cmd_compare(sub):
     p.set_defaults(run=run, accepts_extra=True)
 
 
+def _cmd_sweep(sub):
+    p = sub.add_parser("sweep", help="tune each variant over a grid on validation, run seeds at its best "
+                                     "point, and write a leaderboard (resumable, shardable, recorded)",
+                       description="Extra --config.a.b=value arguments override every run's config.")
+    _allocator_arg(p)
+    _plugins_arg(p)
+    p.add_argument("--config", required=True, help="path/to/task.py[:preset,...] (no variant)")
+    p.add_argument("--variants", required=True, help="comma-separated names, or 'all'")
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a config field and its values, e.g. train.learning_rate=1e-3,3e-3 (repeatable)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; the first one tunes")
+    p.add_argument("--workdir", required=True, help="run workdirs (checkpoints) go below it")
+    p.add_argument("--records", default=None,
+                   help="directory of finished-run records keyed by config (default WORKDIR/records)")
+    p.add_argument("--out", default=None, help="leaderboard files (default WORKDIR)")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="run the I-th of N disjoint parts")
+    p.add_argument("--chance", type=float, default=None,
+                   help="the task's chance or majority rate, in the leaderboard's metric")
+
+    def run(args):
+        from attn_zoo.train import sweep
+        index, _, count = args.shard.partition("/")
+        try:
+            sweep.sweep(args.config, args.variants, args.grid, [int(s) for s in args.seeds.split(",")],
+                        args.workdir, records=args.records, overrides=args.extra,
+                        shard=(int(index), int(count or 1)), chance=args.chance, out=args.out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+
+    p.set_defaults(run=run, accepts_extra=True)
+
+
 def _cmd_summarize(sub):
-    p = sub.add_parser("summarize", help="leaderboard of the finished runs below some directories")
-    p.add_argument("dirs", nargs="+")
+    p = sub.add_parser("summarize", help="leaderboard of the finished runs below some directories, "
+                                         "or of a sweep's records directory")
+    p.add_argument("dirs", nargs="+", help="run directories, or sweep records directories")
     p.add_argument("--out", default=None, help="write leaderboard.md/.csv and pareto.png here")
     p.add_argument("--chance", type=float, default=None,
                    help="the task's chance or majority rate, in the leaderboard's metric")
 
     def run(args):
-        from attn_zoo.train import compare
+        from attn_zoo.train import compare, sweep
+        if all(sweep.is_records(d) for d in args.dirs):
+            return 0 if sweep.summarize_records(args.dirs, out=args.out, chance=args.chance) else 1
         compare.summarize(args.dirs, out=args.out, chance=args.chance)
 
     p.set_defaults(run=run)
 
 
 COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_data, _cmd_pattern, _cmd_compare,
-            _cmd_summarize]
+            _cmd_sweep, _cmd_summarize]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +298,7 @@ def _allocator_arg(p):
 
 def main(argv=None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if argv is None and args.command in ("train", "compare"):  # the console script, not a test
+    if argv is None and args.command in ("train", "compare", "sweep"):  # the console script, not a test
         from attn_zoo.bench.common import run_under_malloc
         run_under_malloc(args.allocator, sys.argv[1:])
     if extra and not getattr(args, "accepts_extra", False):

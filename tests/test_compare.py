@@ -174,3 +174,21 @@ def test_bits_per_byte_lower_is_better(tmp_path):
     with open(out / "leaderboard.csv", newline="") as f:
         table = {r["variant"]: r for r in csv.DictReader(f)}
     assert table["dense"]["higher_is_better"] == "0" and float(table["dense"]["test_bits_per_byte"]) == 2.1
+
+
+def test_chance_is_the_majority_target_and_the_unigram_entropy():
+    import numpy as np
+
+    from attn_zoo.data import Split, chance
+    cls = Split(inputs=np.zeros((3, 4), np.int32), mask=np.ones((3, 4), bool), labels=np.array([2, 2, 1]))
+    assert chance(cls, "cls", 3) == {"accuracy": pytest.approx(2 / 3)}
+    # per-token labels (-1 unscored): the majority among the scored ones
+    tok = Split(inputs=np.zeros((2, 3), np.int32), mask=np.ones((2, 3), bool),
+                labels=np.array([[-1, 5, 5], [-1, -1, 7]]))
+    assert chance(tok, "lm", 8) == {"accuracy": pytest.approx(2 / 3)}
+    # next-byte LM: targets are inputs[:, 1:] under the mask; bits = their entropy
+    inputs = np.array([[9, 1, 1, 2, 2], [9, 1, 2, 0, 0]], np.int32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    lm = Split(inputs=inputs, mask=mask, labels=np.zeros(2, np.int32))
+    got = chance(lm, "lm", 256)  # targets 1,1,2,2,1,2: p = 1/2, 1/2
+    assert got["accuracy"] == pytest.approx(0.5) and got["bits_per_byte"] == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from attn_zoo.data import bytelm, image, listops, mqar, pathfinder_io, retrieval, synthetic, text
-from attn_zoo.data.dataset import Split, Task, eval_batches, train_batch
+from attn_zoo.data.dataset import Split, Task, chance, eval_batches, train_batch
 
 TASKS = {"listops": listops, "pathfinder": pathfinder_io, "text": text, "retrieval": retrieval,
          "image": image, "recall": synthetic.recall, "copy": synthetic.copy, "bytelm": bytelm,
@@ -54,4 +54,4 @@ def at_length(data_config, length: int):
     return c
 
 
-__all__ = ["FIXED_LENGTH", "TASKS", "Split", "Task", "at_length", "eval_batches", "load", "train_batch"]
+__all__ = ["FIXED_LENGTH", "TASKS", "Split", "Task", "at_length", "chance", "eval_batches", "load", "train_batch"]

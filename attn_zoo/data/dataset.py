@@ -60,3 +60,28 @@ def eval_batches(split: Split, batch_size: int):
         idx = np.minimum(idx, len(split) - 1)
         yield {"inputs": split.inputs[idx], "mask": split.mask[idx], "labels": split.labels[idx],
                "weight": weight}
+
+
+def chance(split: Split, head: str, vocab_size: int) -> dict[str, float]:
+    """What a model that ignores the input scores on `split`, in the loss's own targets (scored
+    positions as `train.steps.loss_and_metrics` picks them): accuracy = the majority target's rate;
+    for next-token LMs over bytes also bits_per_byte = the split's own unigram entropy (no unigram
+    model fitted elsewhere does better on it)."""
+    counts = np.zeros(max(vocab_size, 2), np.int64)
+    next_token = None
+    for start in range(0, len(split), 256):
+        idx = np.arange(start, min(start + 256, len(split)))
+        labels = np.asarray(split.labels[idx])
+        if next_token is None:
+            next_token = head == "lm" and labels.ndim == 1
+        if next_token:  # the targets are inputs[:, 1:] where the mask holds
+            targets = np.asarray(split.inputs[idx])[:, 1:][np.asarray(split.mask[idx])[:, 1:]]
+        else:
+            targets = labels[labels >= 0] if labels.ndim > 1 else labels
+        counts[:max(vocab_size, 2)] += np.bincount(targets.ravel(), minlength=len(counts))[:len(counts)]
+    p = counts / max(counts.sum(), 1)
+    out = {"accuracy": float(p.max())}
+    if next_token and vocab_size == 256:
+        nz = p[p > 0]
+        out["bits_per_byte"] = float(-(nz * np.log2(nz)).sum())
+    return out

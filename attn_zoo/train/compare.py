@@ -4,7 +4,8 @@
 
 Each run is an ordinary workdir `<workdir>/<variant>/seed<k>`: a finished one (results.json
 present) is summarized without retraining, an interrupted one resumes. `summarize(dirs)` reads any
-finished workdirs below `dirs` and writes leaderboard.md / .csv and pareto.png: per variant the
+finished workdirs below `dirs` and writes leaderboard.md / .csv, pareto.png and curves.png
+(validation accuracy per variant, mean and range over seeds): per variant the
 mean ± 95% Student's t interval over seeds of test accuracy (higher is better) or, for language
 models, bits per byte (lower is better), whether it is tied with the best (intervals overlap) and
 whether it ever left chance (`chance=`, or results.json's chance_<metric>; else "chance: unknown").
@@ -137,15 +138,20 @@ def _mark(rows, higher, chance):
 
 
 def leaderboard(run_dirs, chance=None, metric=None):
-    """One row per variant, best first: mean ± 95% Student-t interval over seeds of the ranking
-    metric (`metric`; default bits per byte/token for lm runs, else test accuracy), whether its
-    interval overlaps the best's (`tied_with_best`) and whether it left `chance` (`left_chance`;
-    chance in the metric's units, default results.json's chance_<metric> field, else unknown),
-    plus means of the other results.json fields."""
+    """One row per variant, best first, from finished run workdirs (see `leaderboard_of`)."""
     groups = {}
     for d in run_dirs:
         with open(os.path.join(d, "results.json"), encoding="utf-8") as f:
             groups.setdefault(_variant_label(d), []).append(json.load(f))
+    return leaderboard_of(groups, chance=chance, metric=metric)
+
+
+def leaderboard_of(groups, chance=None, metric=None):
+    """One row per variant of `groups` ({variant: [results.json dicts, one per seed]}), best
+    first: mean ± 95% Student-t interval over seeds of the ranking metric (`metric`; default bits
+    per byte/token for lm runs, else test accuracy), whether its interval overlaps the best's
+    (`tied_with_best`) and whether it left `chance` (`left_chance`; chance in the metric's units,
+    default results.json's chance_<metric> field, else unknown), plus means of the other fields."""
     every = [r for results in groups.values() for r in results]
     metric = metric or _pick_metric(every)
     if metric not in METRICS:
@@ -190,6 +196,13 @@ def caption(rows):
             f"the whole interval is {'above' if higher else 'below'} it.")
 
 
+def _cell(v):
+    """An optional column's value: 'none' for a state size that does not exist, else as is."""
+    if v is None:
+        return "none"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def _vs_best(r):
     if r["tied_with_best"] is None:
         return "—"
@@ -210,8 +223,12 @@ def markdown(rows):
     metric = rows[0]["metric"]
     label, higher = METRICS[metric]
     extra = metric != "test_accuracy"  # lm: next-token accuracy beside bits
+    # optional columns: the sweep's chosen point, the decoding state (floats per layer)
+    optional = [(k, h) for k, h in (("point", "chosen point"), ("state_floats", "state floats/layer"))
+                if any(k in r for r in rows)]
     head = (f"| variant | n | {label} {'↑' if higher else '↓'} (mean ± 95% CI) | 95% CI | vs best | "
             f"vs chance |" + (" test accuracy |" if extra else "") +
+            "".join(f" {h} |" for _, h in optional) +
             " best val | params | steps/s | peak MiB | wall s |")
     lines = [caption(rows), "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -225,6 +242,7 @@ def markdown(rows):
         lines.append(
             f"| {r['variant']} | {r['n']} | {value} | {ci} | {_vs_best(r)} | {_vs_chance(r)} |"
             + (f" {_fmt(r['test_accuracy'], '.4f')} |" if extra else "") +
+            "".join(f" {_cell(r.get(k))} |" for k, _ in optional) +
             f" {_fmt(r['best_val_accuracy'], '.4f')} | "
             f"{_fmt(r['num_params'], ',.0f')} | {_fmt(r['steps_per_sec'], '.2f')} | "
             f"{_fmt(r['peak_memory_mb'], '.0f')} | {_fmt(r['wall_time_s'], '.0f')} |")
@@ -277,19 +295,33 @@ def pareto_plot(rows, path):
 def summarize(dirs, out=None, chance=None, metric=None):
     """Leaderboard of every finished run below `dirs` (see `leaderboard` for `chance` and
     `metric`); writes leaderboard.md/.csv and pareto.png into `out` when given. Returns the rows."""
-    rows = leaderboard(_finished(dirs), chance=chance, metric=metric)
+    run_dirs = _finished(dirs)
+    rows = leaderboard(run_dirs, chance=chance, metric=metric)
     if not rows:
         raise FileNotFoundError(f"no finished runs (results.json) below {', '.join(dirs)}")
+    write_leaderboard(rows, out)
+    if out:
+        from attn_zoo.train.summary import plot_curves
+        plot_curves(run_dirs, os.path.join(out, "curves.png"))
+    return rows
+
+
+def write_leaderboard(rows, out, extra=None):
+    """Print the markdown table; with `out`, write leaderboard.md/.csv, pareto.png and `extra`
+    ({file name: text})."""
     text = markdown(rows)
     print(text)
-    if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "leaderboard.md"), "w", encoding="utf-8") as f:
-            f.write(text)
-        with open(os.path.join(out, "leaderboard.csv"), "w", newline="", encoding="utf-8") as f:
-            table = csv_rows(rows)
-            w = csv.DictWriter(f, fieldnames=list(table[0]))
-            w.writeheader()
-            w.writerows(table)
-        pareto_plot(rows, os.path.join(out, "pareto.png"))
-    return rows
+    if not out:
+        return
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "leaderboard.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(out, "leaderboard.csv"), "w", newline="", encoding="utf-8") as f:
+        table = csv_rows(rows)
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    for name, body in (extra or {}).items():
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            f.write(body)
+    pareto_plot(rows, os.path.join(out, "pareto.png"))

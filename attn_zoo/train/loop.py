@@ -165,7 +165,8 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
                 log.write({"step": step, "split": "val", **val})
                 progress.message(f"step {step}: val loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}")
                 if val["accuracy"] > meta["best_val_accuracy"]:
-                    meta = {"best_val_accuracy": val["accuracy"], "best_step": step}
+                    meta = {"best_val_accuracy": val["accuracy"], "best_val_loss": val["loss"],
+                            "best_step": step}
                     ckpts.save(state, meta, best=True)
             if do_ckpt:
                 ckpts.save(state, meta)
@@ -184,6 +185,7 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
         "status": "done", "task": task.name, "attention": config.attention.name,
         "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "best_val_accuracy": best_meta["best_val_accuracy"], "best_step": best_meta["best_step"],
+        "best_val_loss": best_meta.get("best_val_loss"),  # the sweep's selection score for LMs
         "num_steps": tc.num_steps, "num_params": int(num_params),
         "steps_per_sec": timed_steps / train_time if train_time else None,
         "peak_memory_mb": peak_memory_mb(), "wall_time_s": time.time() - t0, "malloc": malloc_name(),
@@ -194,6 +196,9 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
         results["test_bits_per_token"] = test["loss"] / math.log(2)
         if task.vocab_size == 256:
             results["test_bits_per_byte"] = results["test_bits_per_token"]
+    # chance_<metric>: the input-blind rate on the test split (majority target; unigram bits)
+    chance = data.chance(task.splits["test"], head, task.vocab_size)
+    results.update({f"chance_{k}": v for k, v in chance.items() if f"test_{k}" in results})
     if lead:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

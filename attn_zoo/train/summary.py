@@ -55,6 +55,38 @@ def plot_validation(workdirs, path, title="validation accuracy"):
     plt.close(fig)
 
 
+def plot_curves(run_dirs, path, title="validation accuracy, mean over seeds (band: min–max)"):
+    """PNG of validation accuracy against step per variant: the mean over its runs (seeds) and
+    the band between the lowest and highest run at each step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for w in run_dirs:
+        if not os.path.exists(os.path.join(w, "metrics.jsonl")):
+            continue  # a run recorded without its log (e.g. copied results): no curve
+        with open(os.path.join(w, "config.json"), encoding="utf-8") as f:
+            name = json.load(f)["attention"]["name"]
+        val = {e["step"]: e["accuracy"] for e in metrics.read(w) if e.get("split") == "val"}
+        curves.setdefault(name, []).append(val)
+    if not curves:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, runs) in enumerate(sorted(curves.items())):
+        steps = sorted(set.intersection(*(set(r) for r in runs)))
+        ys = [[r[s] for r in runs] for s in steps]
+        line, = ax.plot(steps, [sum(y) / len(y) for y in ys], ("-", "--", ":", "-.")[i % 4],
+                        marker=".", label=f"{name} (n={len(runs)})")
+        ax.fill_between(steps, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel="validation accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     """`python -m attn_zoo.train.summary [--plot out.png] WORKDIR...`: print the markdown table."""
     import argparse

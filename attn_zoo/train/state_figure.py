@@ -1,0 +1,55 @@
+"""Zoology's figure: MQAR accuracy against decoding-state size, one panel per (L, N).
+
+One point per (variant, d_model) sweep: the mean test accuracy over seeds at the chosen point,
+with its 95% interval, at the floats per layer the variant's decoder keeps after L tokens
+(`attention.state_size`); a variant's points at several d_model are joined. Fixed-state variants
+should move right (more state) and up as d_model grows; the KV cache is large and flat at 1.0.
+"""
+from __future__ import annotations
+
+
+def _mqar_rows(boards):
+    for rows in boards.values():
+        for r in rows:
+            c = r.get("config") or {}
+            if c.get("data", {}).get("task") == "mqar" and r["mean"] is not None:
+                yield (c["data"]["max_length"], c["data"]["num_kv_pairs"]), c["model"]["emb_dim"], r
+
+
+def has_mqar(boards) -> bool:
+    return any(True for _ in _mqar_rows(boards))
+
+
+def draw(boards, path):
+    """Write the figure for the MQAR rows of `boards` ({sweep id: leaderboard rows}) to `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {}
+    for cell, d, r in _mqar_rows(boards):
+        panels.setdefault(cell, {}).setdefault(r["variant"], []).append((d, r))
+    cells = sorted(panels)
+    names = sorted({v for cell in cells for v in panels[cell]})
+    colors = {v: plt.cm.tab20(i % 20) for i, v in enumerate(names)}
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 4), squeeze=False, sharey=True)
+    for ax, cell in zip(axes[0], cells):
+        for v, points in sorted(panels[cell].items()):
+            points = sorted(((d, r) for d, r in points if r.get("state_floats")), key=lambda p: p[0])
+            if not points:
+                continue
+            xs = [r["state_floats"] for _, r in points]
+            ys = [r["mean"] for _, r in points]
+            err = [[r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]) for _, r in points],
+                   [(r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"] for _, r in points]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, color=colors[v], label=v)
+            for (d, _), x, y in zip(points, xs, ys):
+                ax.annotate(f"d{d}", (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(title=f"MQAR L={cell[0]}, N={cell[1]} pairs", xlabel="decoding state (floats per layer)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (mean, 95% CI over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

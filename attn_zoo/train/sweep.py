@@ -1,0 +1,290 @@
+"""Fair comparisons: per variant, a grid over config fields tuned on validation, then seeds.
+
+    sweep("configs/mqar.py:cpu", "blockwise,linear", grid=["train.learning_rate=1e-3,3e-3"],
+          seeds=[0, 1, 2], workdir="runs/sweep")
+
+Per variant, every grid point is trained at the first seed (the tuning runs); the point with the
+best validation score (best_val_accuracy; best_val_loss, lower, for language models) is chosen,
+and the other seeds are trained there. Each finished run leaves a record, `<records>/<variant>-
+<key>.json`, keyed by a hash of its full config: a run whose record exists is never trained again,
+wherever its workdir was, so records committed by earlier sessions extend a suite instead of
+redoing it. `shard=(i, n)` runs every n-th tuning run and every n-th seed run (disjoint parts); a
+seed run waits for its variant's tuning records, so a shard that finds them missing says so and a
+later call (any shard) finishes it. `summarize_records(records)` rebuilds the leaderboard from the
+records alone: n shards, or n sessions, merge into the leaderboard of one run.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+
+from attn_zoo import configs
+from attn_zoo.attention.core.options import parse_literal
+from attn_zoo.train import compare
+
+
+def parse_grid(specs) -> list[tuple[str, list]]:
+    """['train.learning_rate=1e-3,3e-3', 'model.emb_dim=64'] -> [(field, [values...]), ...]."""
+    grid = []
+    for spec in specs:
+        field, sep, values = spec.partition("=")
+        if not sep or not field or not values:
+            raise ValueError(f"grid entry {spec!r}: expected field=v1,v2,... (e.g. train.learning_rate=1e-3,3e-3)")
+        field = field.removeprefix("--").removeprefix("config.")
+        if field in (f for f, _ in grid):
+            raise ValueError(f"grid field {field!r} is given twice")
+        grid.append((field, [parse_literal(v) for v in values.split(",")]))
+    return grid
+
+
+def points(grid) -> list[dict]:
+    """The grid's points in order (the first field varies slowest); [{}] for no grid."""
+    fields = [f for f, _ in grid]
+    return [dict(zip(fields, combo)) for combo in itertools.product(*(vs for _, vs in grid))]
+
+
+def label(point: dict) -> str:
+    return ",".join(f"{f.rsplit('.', 1)[-1]}={v}" for f, v in point.items()) or "default"
+
+
+def overrides_for(point: dict, seed: int) -> list[str]:
+    return [f"--config.{f}={v}" for f, v in point.items()] + [f"--config.train.seed={seed}"]
+
+
+def config_key(config) -> str:
+    """A stable hash of the full config (every field, the seed included)."""
+    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def score(results) -> float:
+    """Validation score, higher is better: accuracy, or minus the loss for language models."""
+    if results.get("test_bits_per_token") is not None and results.get("best_val_loss") is not None:
+        return -results["best_val_loss"]
+    return results["best_val_accuracy"]
+
+
+class Records:
+    """A directory of run records: {'key', 'variant', 'task', 'point', 'seed', 'config', 'results'}."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def path(self, variant, key):
+        return os.path.join(self.directory, f"{variant}-{key}.json")
+
+    def get(self, variant, key):
+        try:
+            with open(self.path(variant, key), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def put(self, record):
+        os.makedirs(self.directory, exist_ok=True)
+        path = self.path(record["variant"], record["key"])
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+        os.replace(path + ".tmp", path)  # atomic: a reader never sees half a record
+
+    def all(self):
+        if not os.path.isdir(self.directory):
+            return []
+        out = []
+        for name in sorted(os.listdir(self.directory)):
+            if name.endswith(".json"):
+                with open(os.path.join(self.directory, name), encoding="utf-8") as f:
+                    out.append(json.load(f))
+        return out
+
+
+def _run(config_spec, variant, point, seed, overrides, workdir, records, train_fn):
+    """The record of (variant, point, seed): read when it exists, else trained and written.
+    None when the run was interrupted (it resumes on the next call)."""
+    config = configs.load(compare.variant_spec(config_spec, variant), [*overrides, *overrides_for(point, seed)])
+    key = config_key(config)
+    found = records.get(variant, key)
+    if found is not None:
+        return found
+    run_dir = os.path.join(workdir, variant, label(point), f"seed{seed}")
+    print(f"{variant} {label(point)} seed {seed}: training in {run_dir}", flush=True)
+    results = train_fn(config, run_dir)
+    if results.get("status") != "done":
+        return None
+    record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
+              "overrides": list(overrides), "config": json.loads(config.to_json_best_effort()),
+              "results": results}
+    records.put(record)
+    return record
+
+
+def choose(tuning: dict) -> dict:
+    """The point whose tuning record scores best on validation (ties: the earlier point)."""
+    best = max(range(len(tuning)), key=lambda i: (score(list(tuning.values())[i]["results"]), -i))
+    return list(tuning.values())[best]["point"]
+
+
+def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", records=None,
+          overrides=(), shard=(0, 1), train_fn=None, chance=None, out=None):
+    """Tune every variant over `grid` (see the module docstring), run `seeds` at its best point,
+    and summarize what is finished. Returns the leaderboard rows (None when nothing finished)."""
+    if train_fn is None:
+        from attn_zoo.train import train_and_evaluate as train_fn
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: expected i/n with 0 <= i < n")
+    names = compare.select_variants(variants, config_spec, overrides) if isinstance(variants, str) else variants
+    grid_points = points(parse_grid(grid) if grid and isinstance(grid[0], str) else grid)
+    records = Records(records or os.path.join(workdir, "records"))
+    tune_seed, *rest = seeds
+    run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn)  # noqa: E731
+    tuning_jobs = [(v, p) for v in names for p in grid_points] if len(grid_points) > 1 else []
+    for i, (v, p) in enumerate(tuning_jobs):
+        if i % count == index:
+            run(v, p, tune_seed)
+    seed_jobs = [(v, s) for v in names for s in seeds]  # the tuning seed's record is reused
+    pending = []
+    for i, (v, s) in enumerate(seed_jobs):
+        if i % count != index:
+            continue
+        best = _best_point(config_spec, v, grid_points, tune_seed, overrides, records)
+        if best is None:
+            pending.append(v)
+            continue
+        run(v, best, s)
+    if pending:
+        print(f"waiting for tuning runs of other shards: {', '.join(dict.fromkeys(pending))}; "
+              f"run the sweep again once they finish")
+    boards = summarize_records(records.directory, out=out or workdir, chance=chance)
+    return None if boards is None else boards.get(" ".join([config_spec, *overrides]))
+
+
+def _best_point(config_spec, variant, grid_points, tune_seed, overrides, records):
+    """The chosen point, or None while some tuning record is missing."""
+    if len(grid_points) == 1:
+        return grid_points[0]
+    tuning = {}
+    for p in grid_points:
+        config = configs.load(compare.variant_spec(config_spec, variant), [*overrides, *overrides_for(p, tune_seed)])
+        found = records.get(variant, config_key(config))
+        if found is None:
+            return None
+        tuning[label(p)] = found
+    return choose(tuning)
+
+
+def select(all_records) -> dict[str, tuple[dict, list[dict]]]:
+    """Per variant, (chosen point, its records over seeds) from records alone: the tuning runs are
+    the records at the lowest seed; the point with the best validation score among them wins."""
+    out = {}
+    by_variant = {}
+    for r in all_records:
+        by_variant.setdefault(r["variant"], []).append(r)
+    for v, rs in by_variant.items():
+        tune_seed = min(r["seed"] for r in rs)
+        tuning = {json.dumps(r["point"], sort_keys=True): r for r in rs if r["seed"] == tune_seed}
+        point = choose(tuning)
+        same = [r for r in rs if r["point"] == point]
+        out[v] = (point, sorted(same, key=lambda r: r["seed"]))
+    return out
+
+
+def state_floats(config: dict):
+    """Floats per layer a causal decoder of this run's attention keeps after data.max_length
+    tokens (attention.state_size); None for a non-causal variant or a per-layer mixture."""
+    from attn_zoo import attention
+    model = config["model"]
+    if model.get("layer_attention"):
+        return None
+    heads = model["num_heads"]
+    return attention.state_size(config["attention"], config["data"]["max_length"], heads,
+                                model["qkv_dim"] // heads)
+
+
+def tuning_table(all_records) -> str:
+    """Markdown: every variant's validation score at every grid point it ran (tuning seed)."""
+    chosen = select(all_records)
+    lines = ["| variant | point | seed | best val | chosen |", "|---|---|---|---|---|"]
+    for v, (point, _) in chosen.items():
+        rs = [r for r in all_records if r["variant"] == v]
+        tune_seed = min(r["seed"] for r in rs)
+        for r in sorted((r for r in rs if r["seed"] == tune_seed), key=lambda r: label(r["point"])):
+            res = r["results"]
+            val = (f"loss {res['best_val_loss']:.4f}" if score(res) != res["best_val_accuracy"]
+                   else f"{res['best_val_accuracy']:.4f}")
+            lines.append(f"| {v} | {label(r['point'])} | {r['seed']} | {val} | "
+                         f"{'yes' if r['point'] == point else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+_RECORD = re.compile(r".+-[0-9a-f]{16}\.json$")
+
+
+def is_records(directory) -> bool:
+    """Whether `directory` holds sweep records (`<variant>-<16 hex>.json`)."""
+    return os.path.isdir(directory) and any(_RECORD.match(n) for n in os.listdir(directory))
+
+
+def sweep_id(record) -> str:
+    """Which sweep a record belongs to: its task spec and the overrides shared by all its runs."""
+    return " ".join([record["task"], *record["overrides"]])
+
+
+def load_records(directories) -> list[dict]:
+    """Every record in `directories` (a record found twice counts once)."""
+    unique = {}
+    for d in [directories] if isinstance(directories, str) else directories:
+        unique.update({(r["variant"], r["key"]): r for r in Records(d).all()})
+    return list(unique.values())
+
+
+def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]:
+    """{sweep id: leaderboard rows} (compare.leaderboard_of's, plus the chosen point, the
+    decoding state in floats per layer and the chosen runs' config under 'config')."""
+    by_sweep = {}
+    for r in all_records:
+        by_sweep.setdefault(sweep_id(r), []).append(r)
+    out = {}
+    for sid, records in by_sweep.items():
+        chosen = select(records)
+        rows = compare.leaderboard_of({v: [r["results"] for r in rs] for v, (_, rs) in chosen.items()},
+                                      chance=chance, metric=metric)
+        for row in rows:
+            point, rs = chosen[row["variant"]]
+            row.update(point=label(point), state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
+        out[sid] = rows
+    return out
+
+
+def summarize_records(directories, out=None, chance=None, metric=None):
+    """Leaderboards of the records in `directories` (one or several, e.g. one per machine), one
+    per sweep; writes leaderboard.md/.csv, tuning.md and pareto.png into `out` (several sweeps:
+    one subdirectory each, and an MQAR accuracy-against-state-size figure, mqar_state.png, when
+    they are MQAR). Returns {sweep id: rows}, or None when nothing is recorded."""
+    from attn_zoo.train import state_figure
+
+    directories = [directories] if isinstance(directories, str) else list(directories)
+    all_records = load_records(directories)
+    if not all_records:
+        print(f"no finished runs recorded in {', '.join(directories)}")
+        return None
+    boards = leaderboards(all_records, chance=chance, metric=metric)
+    for sid, rows in boards.items():
+        where = out if out is None or len(boards) == 1 else os.path.join(out, slug(sid))
+        print(f"## {sid}\n")
+        tuning = tuning_table([r for r in all_records if sweep_id(r) == sid])
+        compare.write_leaderboard([{k: v for k, v in r.items() if k != "config"} for r in rows], where,
+                                  extra={"tuning.md": tuning})
+        print(tuning)
+    if out and state_figure.has_mqar(boards):
+        path = os.path.join(out, "mqar_state.png")
+        state_figure.draw(boards, path)
+        print(f"wrote {path}")
+    return boards
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace("configs/", "")).strip("_")[:120]

@@ -1,0 +1,114 @@
+"""attn-zoo sweep: grid parsing, selection on validation, seeds at the chosen point, records
+that make finished runs free, and shards that merge into the leaderboard of one run."""
+import json
+import os
+
+import pytest
+
+from attn_zoo.train import sweep
+
+SPEC = "configs/mqar.py:smoke"
+GRID = ["train.learning_rate=1e-3,3e-3,1e-2"]
+BEST_LR = {"blockwise": 3e-3, "linear": 1e-2}  # the fake trainer's validation optimum per variant
+
+
+class FakeTrainer:
+    """Results as a function of (variant, lr, seed): validation peaks at BEST_LR[variant]; test
+    accuracy adds a seed effect. Counts calls, so reruns can be seen to train nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, config, run_dir):
+        v, lr, seed = config.attention.name, config.train.learning_rate, config.train.seed
+        self.calls.append((v, lr, seed))
+        val = 0.9 - abs(lr - BEST_LR[v]) * 10
+        return {"status": "done", "test_accuracy": val - 0.01 * seed, "best_val_accuracy": val,
+                "chance_accuracy": 0.01, "steps_per_sec": 10.0, "num_params": 100,
+                "peak_memory_mb": None, "wall_time_s": 1.0}
+
+
+def test_parse_grid_and_points():
+    grid = sweep.parse_grid(["train.learning_rate=1e-3,3e-3", "--config.model.emb_dim=64,128"])
+    assert grid == [("train.learning_rate", [1e-3, 3e-3]), ("model.emb_dim", [64, 128])]
+    pts = sweep.points(grid)
+    assert len(pts) == 4 and pts[1] == {"train.learning_rate": 1e-3, "model.emb_dim": 128}
+    assert sweep.points([]) == [{}]
+    with pytest.raises(ValueError, match="expected field=v1,v2"):
+        sweep.parse_grid(["train.learning_rate"])
+    with pytest.raises(ValueError, match="given twice"):
+        sweep.parse_grid(["train.seed=1", "train.seed=2"])
+
+
+def test_selects_best_validation_point_then_runs_seeds_there(tmp_path):
+    fake = FakeTrainer()
+    rows = sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path),
+                       train_fn=fake)
+    # 3 tuning runs per variant at seed 0, then seeds 1 and 2 at the chosen point only
+    assert len(fake.calls) == 2 * (3 + 2)
+    for v, lr in BEST_LR.items():
+        assert sorted(s for (n, r, s) in fake.calls if n == v and r == lr) == [0, 1, 2]
+        assert {s for (n, r, s) in fake.calls if n == v and r != lr} == {0}
+    by = {r["variant"]: r for r in rows}
+    assert by["blockwise"]["point"] == "learning_rate=0.003" and by["linear"]["point"] == "learning_rate=0.01"
+    assert by["blockwise"]["n"] == 3 and by["blockwise"]["mean"] == pytest.approx(0.89)
+    assert os.path.exists(tmp_path / "leaderboard.md") and os.path.exists(tmp_path / "tuning.md")
+    # a rerun trains nothing: every run has a record
+    again = FakeTrainer()
+    sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path), train_fn=again)
+    assert again.calls == []
+
+
+def test_records_are_keyed_by_the_full_config(tmp_path):
+    fake = FakeTrainer()
+    sweep.sweep(SPEC, "blockwise", GRID, seeds=[0], workdir=str(tmp_path), train_fn=fake)
+    sweep.sweep(SPEC, "blockwise", GRID, seeds=[0], workdir=str(tmp_path), train_fn=fake,
+                overrides=["--config.train.num_steps=4"])  # another config: trained again
+    assert len(fake.calls) == 6
+    records = sweep.Records(str(tmp_path / "records")).all()
+    assert len({r["key"] for r in records}) == 6
+    assert all(json.dumps(r["config"]) for r in records)
+
+
+def test_two_shards_merge_into_the_leaderboard_of_one_run(tmp_path):
+    whole = sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path / "one"),
+                        train_fn=FakeTrainer())
+    shards = [FakeTrainer(), FakeTrainer()]
+    for i in (0, 1):  # each shard on its own machine, with its own records directory
+        sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path / f"s{i}"),
+                    records=str(tmp_path / "shared"), shard=(i, 2), train_fn=shards[i])
+    # disjoint: no run trained twice across shards
+    calls = shards[0].calls + shards[1].calls
+    assert len(calls) == len(set(calls))
+    # shard 0 ran before shard 1's tuning records existed: its seed runs for those are pending
+    sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path / "s0"),
+                records=str(tmp_path / "shared"), shard=(0, 2), train_fn=shards[0])
+    calls = shards[0].calls + shards[1].calls
+    assert len(calls) == len(set(calls)) == 2 * (3 + 2)
+    (merged,) = sweep.summarize_records(str(tmp_path / "shared")).values()
+    keep = ("variant", "point", "n", "mean", "ci_low", "ci_high", "tied_with_best", "left_chance")
+    assert [{k: r[k] for k in keep} for r in merged] == [{k: r[k] for k in keep} for r in whole]
+
+
+def test_shard_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="shard 2/2"):
+        sweep.sweep(SPEC, "blockwise", GRID, workdir=str(tmp_path), shard=(2, 2), train_fn=FakeTrainer())
+
+
+def test_language_models_are_selected_on_validation_loss():
+    low, high = ({"best_val_accuracy": 0.5, "best_val_loss": l, "test_bits_per_token": 1.0} for l in (1.0, 2.0))
+    tuning = {"a": {"point": {"lr": 1}, "results": high}, "b": {"point": {"lr": 2}, "results": low}}
+    assert sweep.choose(tuning) == {"lr": 2}
+
+
+def test_sweep_command_trains_and_summarizes(tmp_path):
+    from attn_zoo import cli
+    args = ["sweep", "--config", SPEC, "--variants", "blockwise", "--grid", "train.learning_rate=1e-3,1e-2",
+            "--seeds", "0,1", "--workdir", str(tmp_path)]
+    assert cli.main(args) == 0
+    records = sweep.Records(str(tmp_path / "records")).all()
+    assert len(records) == 3 and all(r["results"]["status"] == "done" for r in records)
+    assert "chance_accuracy" in records[0]["results"] and "best_val_loss" in records[0]["results"]
+    assert cli.main(["summarize", str(tmp_path / "records"), "--out", str(tmp_path / "s")]) == 0
+    text = (tmp_path / "s" / "leaderboard.md").read_text()
+    assert "chosen point" in text and "blockwise" in text
