@@ -304,6 +304,9 @@ def main(argv=None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    if args.command in ("train", "eval", "compare", "sweep"):
+        from attn_zoo.train.loop import enable_compilation_cache
+        enable_compilation_cache()
     if getattr(args, "plugins", ""):
         from attn_zoo import attention
         try:

@@ -47,7 +47,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         num_layers=2, emb_dim=64, qkv_dim=64, mlp_dim=64, num_heads=1, dropout=0.0,
         attention_dropout=0.0, positions="sinusoidal", pooling="mean", num_global_tokens=0,
-        head="lm", layer_attention=(), dtype="float32"))
+        head="lm", layer_attention=(), dtype="float32", short_conv=3))
     c.data = ml_collections.ConfigDict(dict(
         task="mqar", max_length=64, num_kv_pairs=4, vocab_size=8192, power_a=0.01,
         random_non_queries=True, seed=0, train_size=100_000, val_size=1_000, test_size=3_000))
@@ -74,8 +74,8 @@ def _smoke(c):
 
 def _cpu(c):
     c.data.update(vocab_size=256, val_size=256, test_size=512)
-    c.train.update(batch_size=32, num_steps=2000, learning_rate=3e-3, warmup_steps=50, eval_every=500,
-                   log_every=50, checkpoint_every=1000)
+    c.train.update(batch_size=64, num_steps=1500, learning_rate=3e-3, warmup_steps=50, eval_every=250,
+                   log_every=50, checkpoint_every=500)
     configs.short_options(c, 256)
 
 

@@ -50,4 +50,12 @@ def _cpu(c):
     configs.short_options(c, 256)
 
 
-PRESETS = {"smoke": _smoke, "short": lambda c: c.data.update(max_length=256), "cpu": _cpu}
+def _main(c):
+    """The README's main job: pairs at the start, queries beyond local's window (8)."""
+    c.data.update(max_length=128, num_queries=32, val_size=256, test_size=512)
+    c.train.update(batch_size=32, num_steps=800, eval_every=100, log_every=50, checkpoint_every=400)
+    if c.attention.name == "local":
+        c.attention.update(window=8, block=16)
+
+
+PRESETS = {"main": _main, "smoke": _smoke, "short": lambda c: c.data.update(max_length=256), "cpu": _cpu}

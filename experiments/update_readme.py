@@ -1,7 +1,7 @@
 """Regenerate the README's generated tables: python experiments/update_readme.py
 
 The variant table comes from the registry; the front table from the registry and the committed
-result files in experiments/results/ (bench-cpu.csv, efficiency-cpu.csv, lra-cpu.csv).
+result files in experiments/results/ (bench-cpu.csv, efficiency-cpu.csv, zoo-cpu.csv).
 """
 import pathlib
 

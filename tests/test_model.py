@@ -31,7 +31,8 @@ def _inputs(seed=0):
 
 
 @pytest.mark.parametrize("overrides", [
-    {}, {"pooling": "mean"}, {"num_global_tokens": 2, "positions": "learned"}, {"dtype": "bfloat16"}])
+    {}, {"pooling": "mean"}, {"num_global_tokens": 2, "positions": "learned"}, {"dtype": "bfloat16"},
+    {"short_conv": 3, "pooling": "mean"}])
 def test_classifier_ignores_padding(overrides):
     model = _model(**overrides)
     inputs, mask = _inputs()
@@ -42,8 +43,9 @@ def test_classifier_ignores_padding(overrides):
     assert not np.allclose(model(inputs, mask, rng=jax.random.key(1), train=True), out)  # dropout on
 
 
-def test_lm_head_is_causal():
-    model = _model(head="lm")
+@pytest.mark.parametrize("short_conv", [0, 3])
+def test_lm_head_is_causal(short_conv):
+    model = _model(head="lm", short_conv=short_conv)
     inputs, mask = _inputs()
     out = model(inputs, mask)
     assert out.shape == (2, N, VOCAB)
@@ -51,6 +53,19 @@ def test_lm_head_is_causal():
     out2 = model(later, mask)
     np.testing.assert_allclose(out2[:, :6], out[:, :6], atol=1e-6)
     assert not np.allclose(out2[:, 6:], out[:, 6:])
+
+
+def test_short_conv_mixes_the_last_k_tokens_only():
+    model = _model(head="lm", short_conv=3, num_layers=1)
+    conv = model.blocks[0].conv
+    x = jax.random.normal(jax.random.key(0), (1, N, 16))
+    y = conv(x)
+    # output t depends on inputs t-2..t: moving input 5 changes outputs 5, 6, 7 and nothing else
+    y2 = conv(x.at[:, 5].add(1.0))
+    changed = np.flatnonzero(np.abs(np.asarray(y2 - y)).max(-1)[0] > 1e-6)
+    assert changed.tolist() == [5, 6, 7]
+    with pytest.raises(ValueError, match="model.short_conv must be a kernel size"):
+        _model(short_conv=-1)
 
 
 def test_per_layer_attention():

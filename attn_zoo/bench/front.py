@@ -3,8 +3,12 @@
 Sources (all under experiments/results/, each naming the command that made it):
   bench-cpu.csv       attention alone, fwd+bwd time and peak memory against jax.nn.dot_product_attention
   efficiency-cpu.csv  a whole training step at LRA text sizes against `dense`
-  lra-cpu.csv         test accuracy on the CPU-sized tasks, mean ± std over seeds
-A variant missing from a source shows "—" there, and `missing(...)` names it (a test fails on it).
+  zoo-cpu.csv         the calibrated CPU suite (experiments/zoo_cpu.sh): per entry and variant the
+                      mean ± 95% t-interval half-width over seeds at the learning rate chosen on
+                      validation, with the number of seeds
+A variant missing from a benchmark source shows "—" there, and `missing(...)` names it (a test
+fails on it). The suite is cumulative (records committed as runs finish): a (variant, entry) it
+has not run yet shows "not run", and `not_run(...)` lists them.
 A later run of some variants (with its own baseline rows) goes to `<source>-update.csv`; its ratios,
 each computed within that run, replace the main file's for those variants.
 """
@@ -19,8 +23,10 @@ from attn_zoo.bench.train_step import speedups
 
 START, END = "<!-- front:start -->", "<!-- front:end -->"
 ATTENTION_N, TRAIN_N = 8192, 4096
-TASKS = (("listops", "ListOps"), ("pathfinder", "Pathfinder-32"), ("recall", "recall"),
-         ("bytelm", "byte LM"))
+# zoo-cpu entries shown, and their column headers (accuracy in %, byte LM in bits per byte)
+ENTRIES = (("mqar-L64-N4-d64", "MQAR L64 N4 acc %"), ("mqar-L128-N8-d64", "MQAR L128 N8 acc %"),
+           ("listops", "ListOps acc %"), ("bytelm", "byte LM bits/byte"), ("recall", "recall acc %"),
+           ("copy", "copy acc %"))
 
 
 def _read(path):
@@ -52,9 +58,16 @@ def train_ratios(rows, n=TRAIN_N):
 
 
 def accuracies(rows):
-    """{(variant, task): 'mean ± std'} in percent."""
-    return {(r["variant"], r["task"]): f"{100 * float(r['mean']):.1f} ± {100 * float(r['std']):.1f}"
-            for r in rows}
+    """{(variant, entry): 'mean ± half-width (n)'}: accuracy in percent, bits as they are."""
+    def cell(r):
+        scale = 1 if r["metric"].startswith("test_bits") else 100
+        half = r.get("ci_half_width")
+        digits = 3 if scale == 1 else 1
+        body = f"{scale * float(r['mean']):.{digits}f}"
+        if half not in (None, ""):
+            body += f" ± {scale * float(half):.{digits}f}"
+        return f"{body} (n={r['n']})"
+    return {(r["variant"], r["entry"]): cell(r) for r in rows if r.get("mean") not in (None, "")}
 
 
 def _sources(results_dir):
@@ -66,14 +79,14 @@ def _sources(results_dir):
         return out
 
     return (ratios("bench-cpu", attention_ratios), ratios("efficiency-cpu", train_ratios),
-            accuracies(_read(os.path.join(results_dir, "lra-cpu.csv"))))
+            accuracies(_read(os.path.join(results_dir, "zoo-cpu.csv"))))
 
 
 def table(results_dir) -> str:
     attn, train, acc = _sources(results_dir)
     head = (["variant", "exact", "causal", "padding", "length", "complexity",
              f"attn fwd+bwd speedup @{ATTENTION_N // 1024}K", f"attn memory @{ATTENTION_N // 1024}K",
-             f"train step speedup @{TRAIN_N // 1024}K"] + [f"{label} acc %" for _, label in TASKS])
+             f"train step speedup @{TRAIN_N // 1024}K"] + [label for _, label in ENTRIES])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in attention.names(builtin=True):
         spec = attention.get(name)
@@ -84,19 +97,30 @@ def table(results_dir) -> str:
                  "—" if speed is None else f"{speed:.1f}×",
                  "—" if mem is None else (f"1/{1 / mem:.0f}" if mem < 1 else f"{mem:.1f}"),
                  "—" if name not in train else f"{train[name]:.1f}×"]
-        cells += [acc.get((name, task), "—") for task, _ in TASKS]
+        cells += [acc.get((name, entry), "—" if _unfit(name, entry) else "not run")
+                  for entry, _ in ENTRIES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _unfit(name, entry) -> bool:
+    """Causal-only entries (MQAR, byte LM) do not fit a variant without causal support."""
+    return entry.startswith(("mqar", "bytelm")) and not attention.get(name).supports_causal
+
+
 def missing(results_dir) -> dict[str, list[str]]:
-    """Registered variants absent from each source (bytelm only asks for causal variants)."""
-    attn, train, acc = _sources(results_dir)
+    """Registered variants absent from each benchmark source."""
+    attn, train, _ = _sources(results_dir)
     out = {"bench-cpu.csv": [n for n in attention.names(builtin=True) if n not in attn],
            "efficiency-cpu.csv": [n for n in attention.names(builtin=True) if n not in train]}
-    for task, _ in TASKS:
-        wanted = [n for n in attention.names(builtin=True) if task != "bytelm" or attention.get(n).supports_causal]
-        out[f"lra-cpu.csv ({task})"] = [n for n in wanted if (n, task) not in acc]
+    return {k: v for k, v in out.items() if v}
+
+
+def not_run(results_dir) -> dict[str, list[str]]:
+    """{zoo-cpu entry: the registered variants that fit it and have no result yet}."""
+    acc = _sources(results_dir)[2]
+    out = {e: [n for n in attention.names(builtin=True) if not _unfit(n, e) and (n, e) not in acc]
+           for e, _ in ENTRIES}
     return {k: v for k, v in out.items() if v}
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from attn_zoo.data.dataset import Task
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+KEEP_WHOLE = 4096  # splits up to this many examples are generated once and kept
 BLANK = 0
 
 
@@ -54,22 +55,28 @@ class GeneratedSplit:
         self.inputs = _Column(self, "inputs", (size, length), np.int32)
         self.mask = _Column(self, "mask", (size, length), bool)
         self.labels = _Column(self, "labels", (size, length), np.int32)
-        self._cache = (None, None)
+        self._cache, self._whole = (None, None), None
 
     def __len__(self):
         return self.size
 
     def examples(self, idx) -> dict:
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.size):
+            raise IndexError(f"example index out of range 0..{self.size - 1}")
+        if self.size <= KEEP_WHOLE:  # an eval split, read whole at every evaluation: generate it once
+            if self._whole is None:
+                self._whole = self._generate(np.arange(self.size))
+            return {k: v[idx] for k, v in self._whole.items()}
         key = idx.tobytes()
         if self._cache[0] != key:  # train_batch reads inputs, mask, labels of the same indices
-            if len(idx) and (idx.min() < 0 or idx.max() >= self.size):
-                raise IndexError(f"example index out of range 0..{self.size - 1}")
-            rows = [self.make(np.random.default_rng([self.seed, self.split_id, int(i)])) for i in idx]
-            inputs = np.stack([r[0] for r in rows]) if rows else np.zeros((0, self.length), np.int32)
-            labels = np.stack([r[1] for r in rows]) if rows else np.zeros((0, self.length), np.int32)
-            self._cache = (key, {"inputs": inputs, "labels": labels,
-                                 "mask": np.ones(inputs.shape, bool)})
+            self._cache = (key, self._generate(idx))
         return self._cache[1]
+
+    def _generate(self, idx) -> dict:
+        rows = [self.make(np.random.default_rng([self.seed, self.split_id, int(i)])) for i in idx]
+        inputs = np.stack([r[0] for r in rows]) if rows else np.zeros((0, self.length), np.int32)
+        labels = np.stack([r[1] for r in rows]) if rows else np.zeros((0, self.length), np.int32)
+        return {"inputs": inputs, "labels": labels, "mask": np.ones(inputs.shape, bool)}
 
 
 def recall_example(rng, *, length, num_pairs, num_queries, num_keys, num_values, pair_tokens=False):

@@ -98,9 +98,26 @@ class SelfAttention(nnx.Module):
         return self.out(out.reshape(B, L, -1))
 
 
+class ShortConv(nnx.Module):
+    """Depthwise causal convolution over the sequence, kernel K: x [B, L, E] -> [B, L, E], out[t]
+    mixing x[t-K+1..t] per channel (Zoology's short convolution, which gives attention a previous-
+    token feature for free; Mamba, GLA and DeltaNet put one before their mixers too)."""
+
+    def __init__(self, emb_dim, kernel, *, dtype, rngs):
+        self.kernel = kernel
+        self.conv = nnx.Conv(emb_dim, emb_dim, kernel_size=(kernel,), padding=((kernel - 1, 0),),
+                             feature_group_count=emb_dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv(x)
+
+
 class Block(nnx.Module):
     def __init__(self, attn_config, *, emb_dim, qkv_dim, mlp_dim, num_heads, length, dropout_rate,
-                 attention_dropout, dtype, rngs):
+                 attention_dropout, dtype, rngs, short_conv=0):
+        # short_conv > 0: a residual ShortConv sublayer before the attention (None: none)
+        self.ln0 = nnx.LayerNorm(emb_dim, dtype=dtype, rngs=rngs) if short_conv else None
+        self.conv = ShortConv(emb_dim, short_conv, dtype=dtype, rngs=rngs) if short_conv else None
         self.ln1 = nnx.LayerNorm(emb_dim, dtype=dtype, rngs=rngs)
         self.attn = SelfAttention(attn_config, emb_dim=emb_dim, qkv_dim=qkv_dim, num_heads=num_heads,
                                   length=length, dropout_rate=attention_dropout, dtype=dtype, rngs=rngs)
@@ -111,6 +128,8 @@ class Block(nnx.Module):
 
     def __call__(self, x, key_mask, *, causal, rng, train):
         r = jax.random.split(rng, 4) if rng is not None else [None] * 4
+        if self.conv is not None:
+            x = x + self.conv(self.ln0(x))
         h = self.attn(self.ln1(x), key_mask, causal=causal, rng=r[0], train=train)
         x = x + dropout(h, self.dropout_rate, r[1])
         h = dropout(nnx.gelu(self.mlp_in(self.ln2(x))), self.dropout_rate, r[2])
@@ -124,7 +143,9 @@ class Transformer(nnx.Module):
     `model_config` fields: num_layers, emb_dim, qkv_dim, mlp_dim, num_heads, dropout,
     attention_dropout, positions ('sinusoidal'|'learned'), pooling ('cls'|'mean'),
     num_global_tokens, head ('classifier'|'dual'|'token'|'lm'), layer_attention (per-layer attention configs;
-    empty = every layer uses `attn_config`), dtype ('float32'|'bfloat16', compute dtype).
+    empty = every layer uses `attn_config`), dtype ('float32'|'bfloat16', compute dtype),
+    short_conv (optional, default 0: a causal depthwise convolution of this kernel size before
+    every block's attention, as Zoology's MQAR models have).
     """
 
     def __init__(self, model_config, attn_config: dict, *, vocab_size, num_classes, max_length, rngs):
@@ -135,6 +156,8 @@ class Transformer(nnx.Module):
             raise ValueError(f"model.pooling must be 'cls' or 'mean', got {c.pooling!r}")
         if c.positions not in ("sinusoidal", "learned"):
             raise ValueError(f"model.positions must be 'sinusoidal' or 'learned', got {c.positions!r}")
+        if not (isinstance(c.get("short_conv", 0), int) and c.get("short_conv", 0) >= 0):
+            raise ValueError(f"model.short_conv must be a kernel size >= 0 (0: none), got {c.short_conv!r}")
         layer_configs = configs.layer_attention(c, attn_config)
         if len(layer_configs) != c.num_layers:
             raise ValueError(f"model.layer_attention has {len(layer_configs)} entries for "
@@ -152,7 +175,7 @@ class Transformer(nnx.Module):
         self.blocks = nnx.List([
             Block(a, emb_dim=c.emb_dim, qkv_dim=c.qkv_dim, mlp_dim=c.mlp_dim, num_heads=c.num_heads,
                   length=length, dropout_rate=c.dropout, attention_dropout=c.attention_dropout,
-                  dtype=self.dtype, rngs=rngs) for a in layer_configs])
+                  dtype=self.dtype, rngs=rngs, short_conv=c.get("short_conv", 0)) for a in layer_configs])
         self.norm = nnx.LayerNorm(c.emb_dim, dtype=self.dtype, rngs=rngs)
         if c.head in ("classifier", "dual"):
             features = c.emb_dim * (4 if c.head == "dual" else 1)  # dual: [u, v, u·v, u−v]

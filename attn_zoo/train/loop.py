@@ -29,6 +29,16 @@ from attn_zoo.train.checkpoint import Checkpoints
 from attn_zoo.train.metrics import MetricsLog, Progress, peak_memory_mb
 
 
+def enable_compilation_cache(directory=None) -> str:
+    """Turn on JAX's persistent compilation cache (default $ATTN_ZOO_JAX_CACHE or
+    ~/.cache/attn_zoo/jax): the seeds and reruns of one config reuse its compiled steps."""
+    directory = os.path.abspath(directory or os.environ.get("ATTN_ZOO_JAX_CACHE")
+                                or os.path.expanduser("~/.cache/attn_zoo/jax"))
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return directory
+
+
 def build(config, task, max_length=None):
     """(graphdef, state, tx) for `config` on `task`, state on the host's default device; the model
     takes inputs up to `max_length` tokens (default: the task's)."""

@@ -139,22 +139,24 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
     names = compare.select_variants(variants, config_spec, overrides) if isinstance(variants, str) else variants
     grid_points = points(parse_grid(grid) if grid and isinstance(grid[0], str) else grid)
     records = Records(records or os.path.join(workdir, "records"))
-    tune_seed, *rest = seeds
+    tune_seed = seeds[0]
     run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn)  # noqa: E731
-    tuning_jobs = [(v, p) for v in names for p in grid_points] if len(grid_points) > 1 else []
-    for i, (v, p) in enumerate(tuning_jobs):
-        if i % count == index:
-            run(v, p, tune_seed)
-    seed_jobs = [(v, s) for v in names for s in seeds]  # the tuning seed's record is reused
+    # variant by variant (its tuning runs, then its seeds), so that rows complete early; the n
+    # shards split the tuning runs and the seed runs by their index in these orders
+    tuned = len(grid_points) > 1
     pending = []
-    for i, (v, s) in enumerate(seed_jobs):
-        if i % count != index:
-            continue
-        best = _best_point(config_spec, v, grid_points, tune_seed, overrides, records)
-        if best is None:
-            pending.append(v)
-            continue
-        run(v, best, s)
+    for j, v in enumerate(names):
+        for k, p in enumerate(grid_points if tuned else []):
+            if (j * len(grid_points) + k) % count == index:
+                run(v, p, tune_seed)
+        for k, s in enumerate(seeds):
+            if (j * len(seeds) + k) % count != index:
+                continue
+            best = _best_point(config_spec, v, grid_points, tune_seed, overrides, records)
+            if best is None:
+                pending.append(v)
+                continue
+            run(v, best, s)
     if pending:
         print(f"waiting for tuning runs of other shards: {', '.join(dict.fromkeys(pending))}; "
               f"run the sweep again once they finish")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The calibrated CPU suite: every registered variant that fits each task, the learning rate swept
+# on validation per variant, 3 seeds at the chosen rate (attn-zoo sweep). Cumulative: each finished
+# run leaves a record keyed by its full config under experiments/results/zoo-cpu/<entry>/records/,
+# a recorded run is never trained again, and experiments/zoo_table.py rebuilds zoo-cpu.{md,csv} and
+# the MQAR figure from the records; so a later session (or another machine: SHARD=i/n) extends the
+# suite instead of redoing it. Commit the records as they land.
+#   bash experiments/zoo_cpu.sh                    # every entry, in order
+#   ONLY=mqar-L64 bash experiments/zoo_cpu.sh      # the entries whose name contains ONLY
+# Calibration (what each preset needs for the exact baseline to learn): experiments/results/zoo-cpu/calibration.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RES=${RES:-experiments/results/zoo-cpu}
+WORK=${WORK:-runs/zoo-cpu}
+SHARD=${SHARD:-0/1}
+LRS=${LRS:-3e-3,1e-2}
+SEEDS=${SEEDS:-0,1,2}
+ONLY=${ONLY:-}
+mkdir -p "$RES"
+
+entry() {  # name config variants: one sweep, timed into $RES/wall.log
+  local name=$1 config=$2 variants=$3
+  [[ -n "$ONLY" && "$name" != *"$ONLY"* ]] && return 0
+  local start
+  start=$(date +%s)
+  attn-zoo sweep --config "$config" --variants "$variants" --grid "train.learning_rate=$LRS" \
+    --seeds "$SEEDS" --workdir "$WORK/$name" --records "$RES/$name/records" --out "$RES/$name" \
+    --shard "$SHARD" > "$WORK/$name.log" 2>&1 || { echo "$name: sweep failed, see $WORK/$name.log"; return 1; }
+  echo "$name $SHARD: $(( $(date +%s) - start )) s ($(date -u +%FT%TZ))" | tee -a "$RES/wall.log"
+}
+
+mkdir -p "$WORK"
+FIGURE=blockwise,local,linear,performer   # the MQAR figure's variants at the larger cells
+entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64    "$FIGURE"
+entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64   "$FIGURE"
+entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128   "$FIGURE"
+entry mqar-L128-N8-d128  configs/mqar.py:cpu,L128,d128  "$FIGURE"
+entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64    all
+entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64   "$FIGURE"
+entry mqar-L256-N16-d128 configs/mqar.py:cpu,L256,d128  "$FIGURE"
+python experiments/zoo_table.py --root "$RES"
