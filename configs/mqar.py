@@ -10,25 +10,24 @@ configs/recall.py, is the one for it).
 `get_config("<variant>[,preset...]")`; the default is Zoology's figure-2 cell (L, N) = (64, 4),
 V = 8192, d_model 64, 2 layers, 1 head, 100k train / 1k val / 3k test examples, batch 256, lr 1e-3
 (Zoology sweeps it over logspace(-4, -2, 4)), AdamW weight decay 0.1, cosine, 64 epochs (25k
-steps); not run here (no measured time or accuracy). Zoology's blocks have no MLP and add a short
-convolution; here every block keeps a small MLP (mlp_dim = d_model) and there is no convolution.
+steps); not run here (no measured time or accuracy). Like Zoology's models, every block starts
+with a short causal convolution (model.short_conv = 3, depthwise; Zoology's BaseConv is gated);
+unlike them, every block keeps a small MLP (mlp_dim = d_model).
     attn-zoo train --config configs/mqar.py:blockwise --workdir runs/mqar-blockwise
 Presets (combine them; later ones win, e.g. `blockwise,cpu,L128,d128`):
   L64, L128, L256, L512   (L, N) = (64, 4), (128, 8), (256, 16), (512, 64): Zoology's grid;
   d64, d128, d256         d_model (emb = qkv = mlp = d);
   smoke                   1 layer, d 16, L 32, V 64, 3 steps: ~6 s for the command below;
-  cpu                     V 256, batch 32, 2000 steps, lr 3e-3 (warmup 50 + cosine), 256 val / 512
+  cpu                     V 256, batch 64, 1500 steps, lr 3e-3 (warmup 50 + cosine), 256 val / 512
                           test examples, the short pattern options (configs.short_options): sized
-                          for a shared 2-core CPU.
+                          for a shared 2-core CPU (experiments/zoo_cpu.sh sweeps lr 3e-3 and 1e-2).
 Smoke: attn-zoo train --config configs/mqar.py:blockwise,smoke --workdir /tmp/mqar-smoke
 CPU:   attn-zoo train --config configs/mqar.py:blockwise,cpu --workdir /tmp/mqar-cpu
-  measured on 2 shared CPU cores (load ~5): ~50 steps/s, 65 s wall; test accuracy 1.000 (seed 0),
-  0.998 (--config.train.seed=1 --config.data.seed=1); val accuracy jumps from ~0.25 past 0.95 by
-  step 1000 (seed 0) / 1500 (seed 1); shorter runs: 1400 steps 0.963, 1000 steps 0.257.
-  Step cost with cpu (blockwise, 2 cores): d128 ~31 steps/s, d256 ~6.5, L128 ~15, L256 ~6.7, L512
-  ~2.9. `blockwise,cpu,L128` is NOT solved at this size: test accuracy 0.134 after 2000 steps
-  (160 s) and after 4000 steps (286 s), 0.151 with V 64 and 3000 steps (~1/N: about one query of
-  the 8 answered).
+  What the preset needs (experiments/results/zoo-cpu/calibration.md has the runs): at batch 32 the
+  lookup never formed within 2000 steps (val stuck at 1/N); at batch 64 it forms between steps 500
+  and 800, while the learning rate is still high (a 600-step cosine run stays at 1/N); without the
+  short convolution N = 8 stayed at 1/N for 2000 steps at L = 64 and L = 128. Measured cost
+  (blockwise, 2 shared cores): L64 d64 ~26-40 steps/s unloaded, ~10 under load (180 s per run).
 Every example is a pure function of (data.seed, split, index): no files.
 """
 import ml_collections

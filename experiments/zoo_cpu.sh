@@ -18,24 +18,28 @@ SEEDS=${SEEDS:-0,1,2}
 ONLY=${ONLY:-}
 mkdir -p "$RES"
 
-entry() {  # name config variants: one sweep, timed into $RES/wall.log
-  local name=$1 config=$2 variants=$3
+entry() {  # name config [overrides...] variants: one sweep, timed into $RES/wall.log
+  local name=$1 config=$2 variants=${*: -1} extra=("${@:3:$#-3}")
   [[ -n "$ONLY" && "$name" != *"$ONLY"* ]] && return 0
   local start
   start=$(date +%s)
   attn-zoo sweep --config "$config" --variants "$variants" --grid "train.learning_rate=$LRS" \
     --seeds "$SEEDS" --workdir "$WORK/$name" --records "$RES/$name/records" --out "$RES/$name" \
-    --shard "$SHARD" > "$WORK/$name.log" 2>&1 || { echo "$name: sweep failed, see $WORK/$name.log"; return 1; }
+    --shard "$SHARD" "${extra[@]}" >> "$WORK/$name.log" 2>&1 || { echo "$name: sweep failed, see $WORK/$name.log"; return 1; }
   echo "$name $SHARD: $(( $(date +%s) - start )) s ($(date -u +%FT%TZ))" | tee -a "$RES/wall.log"
 }
 
 mkdir -p "$WORK"
-FIGURE=blockwise,local,linear,performer   # the MQAR figure's variants at the larger cells
-entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64    "$FIGURE"
-entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64   "$FIGURE"
-entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128   "$FIGURE"
-entry mqar-L128-N8-d128  configs/mqar.py:cpu,L128,d128  "$FIGURE"
-entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64    all
-entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64   "$FIGURE"
-entry mqar-L256-N16-d128 configs/mqar.py:cpu,L256,d128  "$FIGURE"
+# Zoology's figure first (exact, windowed and two fixed-state variants; the fixed-state ones again at
+# d_model 128), N growing at L = 64 (the cheapest cells), then every variant at the first cell, then
+# the longer cells.
+FIGURE=blockwise,local,linear,performer
+FIXED=linear,performer
+entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    "$FIGURE"
+entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       "$FIGURE"
+entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128                                   "$FIXED"
+entry mqar-L64-N8-d128   configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=8      "$FIXED"
+entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    all
+entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64                                   "$FIGURE"
+entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   "$FIGURE"
 python experiments/zoo_table.py --root "$RES"

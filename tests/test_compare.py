@@ -192,3 +192,10 @@ def test_chance_is_the_majority_target_and_the_unigram_entropy():
     lm = Split(inputs=inputs, mask=mask, labels=np.zeros(2, np.int32))
     got = chance(lm, "lm", 256)  # targets 1,1,2,2,1,2: p = 1/2, 1/2
     assert got["accuracy"] == pytest.approx(0.5) and got["bits_per_byte"] == pytest.approx(1.0)
+
+
+def test_ranking_metric_is_the_runs_own_and_mqar_ranks_by_accuracy():
+    assert compare.pick_metric([{"metric": "test_accuracy", "test_bits_per_token": 1.0}]) == "test_accuracy"
+    assert compare.pick_metric([{"test_bits_per_byte": 1.0, "test_bits_per_token": 1.0}]) == "test_bits_per_byte"
+    # records written before results.json named its metric: MQAR (queries only) by accuracy
+    assert compare.pick_metric([{"task": "mqar", "test_bits_per_byte": 0.1}]) == "test_accuracy"

@@ -91,8 +91,15 @@ METRICS = {"test_accuracy": ("test accuracy", True),
 LEVEL = 0.95
 
 
-def _pick_metric(results):
-    """Bits per byte (else per token) when the runs are language models, else test accuracy."""
+def pick_metric(results):
+    """The runs' own ranking metric (results.json 'metric'), else: bits per byte (else per token)
+    for language models, test accuracy otherwise. Runs written before 'metric' existed wrote bits
+    for MQAR too (scored on its queries only): MQAR ranks by accuracy."""
+    named = {r["metric"] for r in results if r.get("metric")}
+    if len(named) == 1:
+        return named.pop()
+    if any(r.get("task") == "mqar" for r in results):
+        return "test_accuracy"
     for key in ("test_bits_per_byte", "test_bits_per_token"):
         if any(r.get(key) is not None for r in results):
             return key
@@ -153,7 +160,7 @@ def leaderboard_of(groups, chance=None, metric=None):
     (`tied_with_best`) and whether it left `chance` (`left_chance`; chance in the metric's units,
     default results.json's chance_<metric> field, else unknown), plus means of the other fields."""
     every = [r for results in groups.values() for r in results]
-    metric = metric or _pick_metric(every)
+    metric = metric or pick_metric(every)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     higher = METRICS[metric][1]

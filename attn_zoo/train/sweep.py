@@ -61,8 +61,9 @@ def config_key(config) -> str:
 
 
 def score(results) -> float:
-    """Validation score, higher is better: accuracy, or minus the loss for language models."""
-    if results.get("test_bits_per_token") is not None and results.get("best_val_loss") is not None:
+    """Validation score, higher is better: accuracy, or minus the loss for runs ranked by bits
+    (language models), as the leaderboard ranks them."""
+    if compare.pick_metric([results]) != "test_accuracy" and results.get("best_val_loss") is not None:
         return -results["best_val_loss"]
     return results["best_val_accuracy"]
 
