@@ -3,11 +3,61 @@
 Every command parses its arguments and calls one function that a test or notebook can call
 directly. Add a command by writing `_cmd_<name>(sub)` that registers a subparser with
 `set_defaults(run=...)`, and listing it in COMMANDS.
+
+An expected user error (a bad config field, variant, seed, path or file; a locked workdir: the
+types in `user_errors()`) is printed as one line, `error: ...`, with exit code 1; any other
+exception keeps its traceback. ATTN_ZOO_TRACEBACK=1 shows the traceback of user errors too.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+def user_errors() -> tuple:
+    """The exception types that mean a mistake in the command's input, not a bug: `main` prints
+    them as one line. KeyError: an unknown config field; TypeError: an attention option of the
+    wrong type; FloatingPointError: a diverged loss; WorkdirLocked: another trainer's workdir."""
+    from attn_zoo.train.lock import WorkdirLocked
+    return (FileNotFoundError, NotADirectoryError, KeyError, ValueError, TypeError, FloatingPointError,
+            WorkdirLocked)
+
+
+def _error(e: BaseException) -> int:
+    """Print `e` as one `error: ...` line on stderr; returns the exit code 1."""
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print("error: " + " ".join(str(message).split("\n")).strip(), file=sys.stderr)
+    return 1
+
+
+def parse_ints(text: str, flag: str, low=None) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; ValueError naming `flag` when it holds no integer, a non-integer, or
+    (with `low`) a value below `low`."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [int(t) for t in items]
+    except ValueError:
+        bad = next(t for t in items if not t.lstrip("+-").isdigit())
+        raise ValueError(f"{flag} {text!r}: {bad!r} is not an integer; expected comma-separated "
+                         f"integers, e.g. {flag} 0,1,2") from None
+    if not values:
+        raise ValueError(f"{flag} {text!r}: expected one or more comma-separated integers")
+    if low is not None and min(values) < low:
+        raise ValueError(f"{flag} {text!r}: {min(values)} is not allowed; allowed: integers >= {low}")
+    return values
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'1/4' -> (1, 4) ('2' -> (2, 1)); ValueError for anything but i/n with 0 <= i < n."""
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count or 1)
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2 (the first of two parts)") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N")
+    return shard
 
 
 def _cmd_list(sub):
@@ -60,9 +110,34 @@ def _cmd_bench(sub):
 
     def run(args):
         from attn_zoo.bench import run as bench
+        _check_bench_args(args)
         bench.main(args)
 
     p.set_defaults(run=run)
+
+
+def _check_bench_args(args):
+    """Refuse, in one line before any worker starts, unknown variants or baselines, lengths and
+    sizes below 1, and (train-step mode) a config that does not load."""
+    from attn_zoo import attention, configs
+    from attn_zoo.train import compare
+
+    names = [] if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.variants != "all":
+        compare.check_variants(names)
+    for b in (b.strip() for b in args.baselines.split(",") if b.strip()):
+        if b not in ("xla", "cudnn", "torch") and b not in attention.names():
+            raise ValueError(f"--baselines: unknown baseline {b!r}; known: xla, cudnn, torch")
+    parse_ints(args.lengths, "--lengths", low=1)
+    for flag in ("batch", "heads", "head_dim", "repeats", "rounds"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is not allowed; allowed: "
+                             f"an integer >= 1")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout} is not allowed; allowed: seconds > 0")
+    if args.mode == "train-step":
+        for name in names or ["dense"]:
+            configs.load(compare.variant_spec(args.config, name), [f"--config.train.batch_size={args.batch}"])
 
 
 def _cmd_train(sub):
@@ -75,11 +150,7 @@ def _cmd_train(sub):
 
     def run(args):
         from attn_zoo import configs, train
-        try:
-            result = train.train_and_evaluate(configs.load(args.config, args.extra), args.workdir)
-        except (FileNotFoundError, KeyError, ValueError, TypeError, FloatingPointError) as e:
-            print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-            return 1
+        result = train.train_and_evaluate(configs.load(args.config, args.extra), args.workdir)
         if result["status"] == "interrupted":
             return 130 if result["reason"] == "SIGINT" else 143 if result["reason"] == "SIGTERM" else 1
         return 0
@@ -100,11 +171,10 @@ def _cmd_eval(sub):
         import json
 
         from attn_zoo import train
-        try:
-            result = train.evaluate(args.workdir, args.split, args.checkpoint, length=args.length)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+            raise FileNotFoundError(f"{args.workdir} holds no config.json: not a training workdir "
+                                    f"(attn-zoo train --workdir {args.workdir} makes one)")
+        result = train.evaluate(args.workdir, args.split, args.checkpoint, length=args.length)
         print(json.dumps(result, indent=2))
 
     p.set_defaults(run=run)
@@ -129,6 +199,11 @@ def _cmd_data(sub):
         from attn_zoo.data import listops
         if args.check or not args.out:
             return _check_or_fail(lo, args)
+        listops.check_generator(min_length=args.min_length, max_length=args.max_length, max_depth=args.max_depth,
+                                max_args=args.max_args, count=args.train + args.val + args.test,
+                                names={"min_length": "--min-length", "max_length": "--max-length",
+                                       "max_depth": "--max-depth", "max_args": "--max-args",
+                                       "count": "--train + --val + --test"})
         counts = listops.generate(args.out, train=args.train, val=args.val, test=args.test,
                                   min_length=args.min_length, max_length=args.max_length,
                                   max_depth=args.max_depth, max_args=args.max_args, seed=args.seed)
@@ -216,7 +291,7 @@ def _cmd_compare(sub):
 
     def run(args):
         from attn_zoo.train import compare
-        compare.compare(args.config, args.variants, [int(s) for s in args.seeds.split(",")],
+        compare.compare(args.config, args.variants, parse_ints(args.seeds, "--seeds"),
                         args.workdir, args.extra, chance=args.chance)
 
     p.set_defaults(run=run, accepts_extra=True)
@@ -243,14 +318,9 @@ def _cmd_sweep(sub):
 
     def run(args):
         from attn_zoo.train import sweep
-        index, _, count = args.shard.partition("/")
-        try:
-            sweep.sweep(args.config, args.variants, args.grid, [int(s) for s in args.seeds.split(",")],
-                        args.workdir, records=args.records, overrides=args.extra,
-                        shard=(int(index), int(count or 1)), chance=args.chance, out=args.out)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        sweep.sweep(args.config, args.variants, args.grid, parse_ints(args.seeds, "--seeds"),
+                    args.workdir, records=args.records, overrides=args.extra,
+                    shard=parse_shard(args.shard), chance=args.chance, out=args.out)
 
     p.set_defaults(run=run, accepts_extra=True)
 
@@ -314,7 +384,12 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ModuleNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    return args.run(args) or 0
+    try:
+        return args.run(args) or 0
+    except Exception as e:
+        if not isinstance(e, user_errors()) or os.environ.get("ATTN_ZOO_TRACEBACK"):
+            raise
+        return _error(e)
 
 
 if __name__ == "__main__":

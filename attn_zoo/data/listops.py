@@ -91,8 +91,72 @@ def tokenize(source: str) -> list[str]:
     return source.replace("(", " ").replace(")", " ").split()
 
 
+def lengths_below(max_depth, max_args, below) -> int:
+    """Bitmask (bit L set: some expression has L tokens) of the lengths < `below` that `_tree`
+    makes at these settings: a digit is 1 token, an operator 2 plus its 2..max_args children's,
+    and operators nest max_depth - 1 levels deep."""
+    mask, digit = (1 << below) - 1, 1 << 1
+    reach = digit & mask
+    for _ in range(max(max_depth - 1, 0)):
+        sums, children = 0, reach  # sums of k children's lengths, k = 1, 2, ...
+        for _ in range(2, max_args + 1):
+            nxt, rest = 0, reach
+            while rest and children:  # the sumset of `children` and `reach`
+                low = rest & -rest
+                nxt |= children << (low.bit_length() - 1)
+                rest ^= low
+            children = nxt & mask
+            sums |= children
+        new = (digit | (sums << 2)) & mask
+        if new == reach:  # a fixed point: deeper levels add nothing below `below`
+            break
+        reach = new
+    return reach
+
+
+def check_generator(*, min_length, max_length, max_depth, max_args, count, names=None) -> None:
+    """Raise a one-line ValueError when `generate` could never finish at these settings: no
+    expression length lies strictly between min_length and max_length, or fewer distinct
+    expressions exist there than the `count` (train + val + test) it must find. `names` maps
+    each setting to how the caller spells it (config fields, command-line flags)."""
+    n = {"min_length": "min_length", "max_length": "max_length", "max_depth": "max_depth",
+         "max_args": "max_args", "count": "train + val + test", **(names or {})}
+    for key, value, low in (("max_depth", max_depth, 1), ("max_args", max_args, 2), ("count", count, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{n[key]}={value!r} is not allowed; allowed: an integer >= {low}")
+    if max_length <= min_length + 1:
+        raise ValueError(
+            f"{n['max_length']}={max_length} with {n['min_length']}={min_length} leaves no length for the "
+            f"ListOps generator, which keeps expressions of min_length < length < max_length tokens (it "
+            f"would search forever); allowed: {n['max_length']} >= {min_length + 2} or {n['min_length']} "
+            f"<= {max_length - 2}")
+    fits = lengths_below(max_depth, max_args, max_length) >> (min_length + 1) << (min_length + 1)
+    if not fits:
+        longest = 1
+        for _ in range(max_depth - 1):
+            longest = 2 + max_args * longest
+        why = (f"the longest has {longest} tokens" if longest <= min_length
+               else f"the lengths it makes skip {min_length + 1}..{max_length - 1}")
+        raise ValueError(
+            f"no ListOps expression has {n['min_length']}={min_length} < length < {n['max_length']}="
+            f"{max_length} tokens at {n['max_depth']}={max_depth}, {n['max_args']}={max_args} ({why}), so "
+            f"the generator would search forever; allowed: a lower {n['min_length']}, a higher "
+            f"{n['max_length']}, or a larger {n['max_depth']} / {n['max_args']}")
+    # only digits (1 token: 10 of them) and/or one operator over two digits (4 tokens: 400) fit
+    if fits & ~((1 << 1) | (1 << 4)) == 0:
+        distinct = 10 * bool(fits & (1 << 1)) + 4 * 10 * 10 * bool(fits & (1 << 4))
+        if count > distinct:
+            raise ValueError(
+                f"{n['count']}={count} distinct ListOps expressions are needed, but only {distinct} have "
+                f"{n['min_length']}={min_length} < length < {n['max_length']}={max_length} tokens, so the "
+                f"generator would search forever; allowed: a wider length range or {n['count']} <= {distinct}")
+
+
 def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, max_args, seed):
-    """Write basic_{train,val,test}.tsv: unique expressions with min_length < length < max_length."""
+    """Write basic_{train,val,test}.tsv: unique expressions with min_length < length < max_length
+    (ValueError first when no such set exists: `check_generator`)."""
+    check_generator(min_length=min_length, max_length=max_length, max_depth=max_depth, max_args=max_args,
+                    count=train + val + test)
     rng = np.random.default_rng(seed)
     total, seen, rows = train + val + test, set(), []
     while len(rows) < total:

@@ -19,7 +19,7 @@ from attn_zoo import attention, configs
 from attn_zoo.models.dropout import dropout
 
 
-HEADS = ("classifier", "dual", "token", "lm")
+HEADS = configs.HEADS  # ("classifier", "dual", "token", "lm"), checked at config load too
 
 
 class AttentionState(nnx.Variable):

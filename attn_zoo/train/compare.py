@@ -45,20 +45,45 @@ def variant_spec(config_spec, variant):
     return f"{path}:{','.join([variant, *presets])}"
 
 
+def check_seeds(seeds) -> list[int]:
+    """`seeds` as a list of ints; ValueError in one line when it is empty or holds a non-integer."""
+    seeds = list(seeds)
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)]
+    if not seeds or bad:
+        raise ValueError(f"seeds {seeds!r}: expected one or more integers, e.g. 0,1,2"
+                         + (f" ({bad[0]!r} is not one)" if bad else ""))
+    return seeds
+
+
+def check_variants(names) -> list[str]:
+    """`names` as a list of registered variant names; ValueError naming the first unknown one."""
+    names = list(names)
+    if not names:
+        raise ValueError("no variants given; give comma-separated names, or 'all'")
+    for name in names:
+        attention.get(name)  # ValueError: unknown attention 'foo'; known: ...
+    return names
+
+
 def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None, chance=None):
-    """Train every (variant, seed) not already finished, then summarize; returns the rows."""
+    """Train every (variant, seed) not already finished, then summarize; returns the rows.
+
+    Every run's config is loaded (and so checked) before any is trained: an unknown variant, a bad
+    seed or override fails at once, in one line, rather than after the runs before it."""
     if train_fn is None:
         from attn_zoo.train import train_and_evaluate as train_fn
-    for name in select_variants(variants, config_spec, overrides) if isinstance(variants, str) else variants:
-        for seed in seeds:
-            run_dir = os.path.join(workdir, name, f"seed{seed}")
-            if os.path.exists(os.path.join(run_dir, "results.json")):
-                print(f"{name} seed {seed}: finished, summarizing {run_dir}")
-                continue
-            config = configs.load(variant_spec(config_spec, name),
-                                  [*overrides, f"--config.train.seed={seed}"])
-            print(f"{name} seed {seed}: training in {run_dir}", flush=True)
-            train_fn(config, run_dir)
+    seeds = check_seeds(seeds)
+    names = check_variants(select_variants(variants, config_spec, overrides)
+                           if isinstance(variants, str) else variants)
+    runs = [(name, seed, configs.load(variant_spec(config_spec, name), [*overrides, f"--config.train.seed={seed}"]))
+            for name in names for seed in seeds]
+    for name, seed, config in runs:
+        run_dir = os.path.join(workdir, name, f"seed{seed}")
+        if os.path.exists(os.path.join(run_dir, "results.json")):
+            print(f"{name} seed {seed}: finished, summarizing {run_dir}")
+            continue
+        print(f"{name} seed {seed}: training in {run_dir}", flush=True)
+        train_fn(config, run_dir)
     return summarize([workdir], out=workdir, chance=chance)
 
 
@@ -69,11 +94,30 @@ def _finished(dirs):
     return [os.path.dirname(p) for p in dict.fromkeys(found)]
 
 
+def read_json(path, what="a JSON file"):
+    """The JSON object in `path`; FileNotFoundError or ValueError naming the file (one line) when
+    it is missing, not JSON or not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file; expected {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected {what}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}, not an object; expected {what}")
+    return value
+
+
 def _variant_label(run_dir):
     from attn_zoo.train.loop import load_plugins
     load_plugins(run_dir)  # a plugin's run: its variant is registered again
-    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-        return json.load(f)["attention"]["name"]
+    path = os.path.join(run_dir, "config.json")
+    config = read_json(path, "the run's config, which the trainer writes beside results.json")
+    name = config.get("attention", {}).get("name") if isinstance(config.get("attention"), dict) else None
+    if not isinstance(name, str):
+        raise ValueError(f"{path}: has no attention.name (not a training workdir's config.json?)")
+    return name
 
 
 def _mean_std(xs):
@@ -148,8 +192,8 @@ def leaderboard(run_dirs, chance=None, metric=None):
     """One row per variant, best first, from finished run workdirs (see `leaderboard_of`)."""
     groups = {}
     for d in run_dirs:
-        with open(os.path.join(d, "results.json"), encoding="utf-8") as f:
-            groups.setdefault(_variant_label(d), []).append(json.load(f))
+        results = read_json(os.path.join(d, "results.json"), "a finished run's results")
+        groups.setdefault(_variant_label(d), []).append(results)
     return leaderboard_of(groups, chance=chance, metric=metric)
 
 
@@ -301,7 +345,12 @@ def pareto_plot(rows, path):
 
 def summarize(dirs, out=None, chance=None, metric=None):
     """Leaderboard of every finished run below `dirs` (see `leaderboard` for `chance` and
-    `metric`); writes leaderboard.md/.csv and pareto.png into `out` when given. Returns the rows."""
+    `metric`); writes leaderboard.md/.csv and pareto.png into `out` when given. Returns the rows.
+    FileNotFoundError when a directory is missing or holds no finished run; ValueError naming the
+    file when a results.json or config.json is not valid JSON."""
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f"{d}: no such directory")
     run_dirs = _finished(dirs)
     rows = leaderboard(run_dirs, chance=chance, metric=metric)
     if not rows:

@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the training loop, resumable and interruptible.
 
 Workdir: config.json, metrics.jsonl, checkpoints/ (last few), best/ (best validation),
-results.json. Rerunning on the same workdir resumes from the newest checkpoint; batches and
-dropout keys are pure functions of (seed, step), so the result equals an uninterrupted run.
+results.json, .lock (held while a trainer runs in it: a second one is refused). Rerunning on
+the same workdir resumes from the newest checkpoint; batches and dropout keys are pure functions
+of (seed, step), so the result equals an uninterrupted run.
 SIGINT/SIGTERM save a checkpoint and return; a non-finite loss stops with an error naming the
 step (checkpoints are only written after every earlier step's loss was checked).
 """
@@ -26,6 +27,7 @@ from attn_zoo.models.transformer import extra_tokens
 from attn_zoo.bench.common import malloc_name
 from attn_zoo.train import parallel, steps
 from attn_zoo.train.checkpoint import Checkpoints
+from attn_zoo.train.lock import WorkdirLocked, workdir_lock  # noqa: F401 (WorkdirLocked: re-exported)
 from attn_zoo.train.metrics import MetricsLog, Progress, peak_memory_mb
 
 
@@ -113,13 +115,25 @@ def train_and_evaluate(config, workdir, *, stop_after_steps=None) -> dict:
 
     stop_after_steps: leave after this many steps in this call, checkpointed, as a preemption
     would (time-sliced jobs; the resume test).
+
+    The config is checked first (`configs.check`: ValueError naming a field out of range). The
+    workdir is locked for the call (`lock.workdir_lock`): while one trainer runs in it, another
+    raises WorkdirLocked naming it; the OS frees the lock of a process that died.
     """
     t0 = time.time()
-    tc = config.train
-    if tc.multihost:
+    configs.check(config)  # a config built or changed in code, not by configs.load, is checked too
+    if config.train.multihost:
         jax.distributed.initialize()
-    os.makedirs(workdir, exist_ok=True)
     lead = jax.process_index() == 0  # multi-host: only the first host writes files and prints
+    # exclusive while training: a second trainer on this workdir raises WorkdirLocked naming this
+    # one (multi-host: the first host holds it for all); released on return, error or death
+    with workdir_lock(workdir) if lead else contextlib.nullcontext():
+        return _train_and_evaluate(config, workdir, stop_after_steps, t0, lead)
+
+
+def _train_and_evaluate(config, workdir, stop_after_steps, t0, lead) -> dict:
+    tc = config.train
+    os.makedirs(workdir, exist_ok=True)
     progress = Progress(tc.num_steps, enabled=lead)
     _write_config(config, workdir, progress)
     task = data.load(config.data)

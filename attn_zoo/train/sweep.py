@@ -78,11 +78,8 @@ class Records:
         return os.path.join(self.directory, f"{variant}-{key}.json")
 
     def get(self, variant, key):
-        try:
-            with open(self.path(variant, key), encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
+        path = self.path(variant, key)
+        return read_record(path) if os.path.exists(path) else None
 
     def put(self, record):
         os.makedirs(self.directory, exist_ok=True)
@@ -94,12 +91,20 @@ class Records:
     def all(self):
         if not os.path.isdir(self.directory):
             return []
-        out = []
-        for name in sorted(os.listdir(self.directory)):
-            if name.endswith(".json"):
-                with open(os.path.join(self.directory, name), encoding="utf-8") as f:
-                    out.append(json.load(f))
-        return out
+        return [read_record(os.path.join(self.directory, name))
+                for name in sorted(os.listdir(self.directory)) if name.endswith(".json")]
+
+
+RECORD_FIELDS = ("key", "variant", "task", "point", "seed", "overrides", "results")
+
+
+def read_record(path) -> dict:
+    """One record file; ValueError naming the file when it is not JSON or lacks a record's fields."""
+    record = compare.read_json(path, "a sweep record")
+    missing = [k for k in RECORD_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a sweep record (no {', '.join(missing)})")
+    return record
 
 
 def _run(config_spec, variant, point, seed, overrides, workdir, records, train_fn):
@@ -137,8 +142,16 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: expected i/n with 0 <= i < n")
-    names = compare.select_variants(variants, config_spec, overrides) if isinstance(variants, str) else variants
+    seeds = compare.check_seeds(seeds)
+    names = compare.check_variants(compare.select_variants(variants, config_spec, overrides)
+                                   if isinstance(variants, str) else variants)
     grid_points = points(parse_grid(grid) if grid and isinstance(grid[0], str) else grid)
+    # every run's config, loaded (and so checked) before anything trains: a bad variant, grid value
+    # or override fails here in one line, not after the runs before it
+    for v in names:
+        for p in grid_points:
+            for s in seeds:
+                configs.load(compare.variant_spec(config_spec, v), [*overrides, *overrides_for(p, s)])
     records = Records(records or os.path.join(workdir, "records"))
     tune_seed = seeds[0]
     run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn)  # noqa: E731
