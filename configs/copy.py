@@ -36,4 +36,10 @@ def _smoke(c):
     c.train.update(batch_size=8, num_steps=3, warmup_steps=1, eval_every=3, log_every=1, checkpoint_every=3)
 
 
-PRESETS = {"smoke": _smoke}
+def _cpu(c):  # sized for a shared 2-core CPU: 128 tokens, 8 data tokens among 16 values
+    c.data.update(max_length=128, num_tokens=8, num_values=16, val_size=256, test_size=512)
+    c.train.update(num_steps=1500, warmup_steps=100, eval_every=250, checkpoint_every=500)
+    configs.short_options(c, 128)
+
+
+PRESETS = {"smoke": _smoke, "cpu": _cpu}

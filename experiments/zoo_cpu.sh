@@ -37,8 +37,11 @@ FIGURE=blockwise,local,linear,performer
 FIXED=linear,performer
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    "$FIGURE"
 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       "$FIGURE"
+entry recall             configs/recall.py:main --config.train.num_steps=1200           "$FIGURE"
 entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128                                   "$FIXED"
 entry mqar-L64-N8-d128   configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=8      "$FIXED"
+entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 blockwise
+entry copy               configs/copy.py:cpu                                           blockwise
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    all
 entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64                                   "$FIGURE"
 entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   "$FIGURE"

@@ -129,3 +129,23 @@ def test_list_shows_one_variants_options(capsys):
     assert cli.main(["list", "local"]) == 0
     out = capsys.readouterr().out
     assert "window" in out and "int >= 0" in out and "keys on each side" in out
+
+
+def test_apply_refuses_what_it_would_get_wrong():
+    import jax
+    import jax.numpy as jnp
+
+    spec = attention.get("dense")
+    q = jnp.ones((1, 4, 1, 8))
+    with pytest.raises(TypeError, match="additive float mask"):
+        spec.apply({}, q, q, q, key_mask=jnp.zeros((1, 4)))  # 0 / -1e9 would be inverted by a cast
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        spec.apply({}, q, q, q, key_mask=jnp.array([[1, -1, 1, 1]]))
+    with pytest.raises(TypeError, match="floating point"):
+        spec.apply({}, q.astype(jnp.int32), q, q)
+    ints = jnp.array([[1, 1, 0, 1]])
+    expected = spec.apply({}, q, q, q, key_mask=ints.astype(bool))
+    assert jnp.array_equal(spec.apply({}, q, q, q, key_mask=ints), expected)
+    # under jit the values cannot be read: a 0/1 integer mask is taken as it is
+    jitted = jax.jit(lambda m: spec.apply({}, q, q, q, key_mask=m))
+    assert jnp.array_equal(jitted(ints), expected)

@@ -14,6 +14,7 @@ import dataclasses
 import sys
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 
 from attn_zoo.attention.core.options import Declaration
@@ -132,7 +133,7 @@ class AttentionSpec:
                 f"attention '{self.name}' was built for length <= {self.max_length}="
                 f"{opts[self.max_length]}, got L={L}, S={S}")
         if key_mask is not None and key_mask.dtype != np.bool_:
-            key_mask = key_mask.astype(bool)
+            key_mask = _as_bool_mask(self.name, key_mask)
         out = self.impl(params, q, k, v, key_mask=key_mask, causal=bool(causal), rng=rng, **opts)
         return out.astype(q.dtype)
 
@@ -157,7 +158,28 @@ def kv_cache(L, H, D, **_) -> int:
     return 2 * L * H * D
 
 
+def _as_bool_mask(name, key_mask):
+    """An integer 0/1 key_mask as bool; refuse float masks (an additive 0/-1e9 mask cast to bool
+    would be inverted) and integers other than 0 and 1 (checked when the values are concrete)."""
+    dtype = np.dtype(key_mask.dtype)
+    if not jax.numpy.issubdtype(dtype, jax.numpy.integer):
+        raise TypeError(f"attention '{name}': key_mask must be boolean (True = a real key), got "
+                        f"dtype {dtype}; an additive float mask (0 / -inf) is not a key_mask: pass "
+                        f"mask == 0 instead")
+    if not isinstance(key_mask, jax.core.Tracer):
+        values = np.unique(np.asarray(key_mask))
+        if not set(values.tolist()) <= {0, 1}:
+            raise ValueError(f"attention '{name}': an integer key_mask must hold only 0 and 1 "
+                             f"(1 = a real key), got values {values[:8].tolist()}")
+    return key_mask.astype(bool)
+
+
 def _check_qkv(name, q, k, v):
+    bad = [f"{n} {np.dtype(x.dtype)}" for n, x in (("q", q), ("k", k), ("v", v))
+           if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]  # bfloat16 included
+    if bad:
+        raise TypeError(f"attention '{name}': q, k, v must be floating point (float32, bfloat16, "
+                        f"float16), got {', '.join(bad)}")
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(
             f"attention '{name}': q, k, v must be [B, L, H, D], [B, S, H, D], [B, S, H, Dv]; "
