@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from attn_zoo import attention
 from attn_zoo.bench import attention_alone, common, train_step
 from attn_zoo.bench import run as bench
@@ -107,9 +109,103 @@ def test_train_step_mode_times_a_model_step_per_variant(tmp_path):
     assert all("error" not in r and r["step_s"] > 0 and r["num_params"] > 0 for r in rows), rows
     text = (tmp_path / "eff.md").read_text()
     assert "| local | 64 |" in text and "speedup vs dense" in text
+    assert "fraction of GEMM" in text and "Model: `configs/text.py:smoke` (1 layer," in text, text
+    assert all(r["gemm_gflops"] > 0 and r["xla_gflop"] > 0 and 0 < r["fraction"] for r in rows), rows
     assert (tmp_path / "eff.csv").read_text().count("\n") == 4
     assert len((tmp_path / "eff.jsonl").read_text().splitlines()) == 3
     assert "none" not in attention.names()  # registered in the worker process only
+
+
+def test_attention_flops_count_each_visible_pair_of_each_head():
+    big = 2**30
+    assert train_step.band_pairs(4, 4, -big, big) == 16  # full: L·S
+    assert train_step.band_pairs(4, 4, 0, big) == 10  # causal: L(L+1)/2
+    assert train_step.band_pairs(5, 5, -1, 1) == 13  # |i - j| <= 1: 5 + 4 + 4
+    assert train_step.band_pairs(3, 6, -2, 0) == 9  # i <= j <= i + 2, all within S
+    fwd = train_step.attention_flops(2, 3, 10, D=4, Dv=4)
+    assert fwd == 2 * 3 * 10 * 4 * 4  # Q·Kᵀ and P·V: 2·D + 2·Dv per pair
+    assert train_step.attention_flops(2, 3, 10, D=4, Dv=4, backward=True) == 2.5 * fwd
+    assert train_step.attention_flops(1, 1, 1, D=4, Dv=8, backward=True) == 2 * (3 * 4 + 2 * 8)
+
+
+def _kernel_or_skip():
+    from attn_zoo.kernels import flash_cpu
+
+    if not flash_cpu.status()[0]:
+        pytest.skip("the fused CPU kernel is unavailable here")
+    return flash_cpu
+
+
+def test_step_flops_count_the_kernel_analytically_in_either_layout():
+    """XLA's cost analysis counts a custom call as -1 FLOPs: step_flops adds that back and counts
+    the fused kernel from its operands' shapes and band; both kernel layouts agree in value too."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    flash_cpu = _kernel_or_skip()
+    B, L, H, D = 2, 24, 2, 8
+    r = np.random.RandomState(0)
+    q, k, v, ct = (jnp.asarray(r.randn(B, L, H, D), jnp.float32) for _ in range(4))
+    km = jnp.asarray(r.rand(B, L) > 0.2)
+    w = jnp.asarray(r.randn(32, 32), jnp.float32)
+    grads = {}
+    for tokens_first in (False, True):
+        def loss(q, k, v, w, tokens_first=tokens_first):
+            out, _ = flash_cpu.attention(q, k, v, km, dlo=-3, dhi=5, scale=D ** -0.5, blocks=(8, 8),
+                                         tokens_first=tokens_first)
+            return jnp.sum(out * ct) + jnp.sum(w @ w)
+
+        step = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+        got = train_step.step_flops(step.lower(q, k, v, w).compile())
+        pairs = train_step.band_pairs(L, L, -3, 5)
+        assert got["kernel_calls"] == 2 and got["custom_calls"] == 2, got
+        assert got["kernel_gflop"] * 1e9 == 3.5 * 4 * B * H * pairs * D  # forward + 2.5× backward
+        assert 4 * 32**3 <= got["xla_gflop"] * 1e9 < 4 * 32**3 + 4096, got  # dW's two products
+        assert got["loops"] == 0
+        grads[tokens_first] = step(q, k, v, w)
+        # forward only: the XLA count of a kernel call's graph equals that of the same graph with
+        # an input of the output's shape in the kernel's place (the -1 added back, nothing else)
+        fused = lambda q, k, v, w, tokens_first=tokens_first: jnp.sum(flash_cpu.attention(  # noqa: E731
+            q, k, v, km, dlo=-3, dhi=5, scale=D ** -0.5, tokens_first=tokens_first)[0]) + jnp.sum(w @ w)
+        plain = lambda q, k, v, w: jnp.sum(q) + jnp.sum(w @ w)  # noqa: E731
+        counts = [train_step.step_flops(jax.jit(f).lower(q, k, v, w).compile()) for f in (fused, plain)]
+        assert counts[0]["xla_gflop"] == counts[1]["xla_gflop"] and counts[0]["kernel_calls"] == 1
+    for a, b in zip(grads[False], grads[True]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_heavy_loops_are_the_ones_whose_body_multiplies():
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.ones((16, 16))
+    scan = jax.jit(lambda w: jax.lax.scan(lambda c, _: (c @ w, None), w, None, length=4)[0])
+    assert train_step.heavy_loops(scan.lower(w).compile().as_text()) == 1
+    adds = jax.jit(lambda w: jax.lax.fori_loop(0, 4, lambda i, c: c + 1.0, w))
+    assert train_step.heavy_loops(adds.lower(w).compile().as_text()) == 0
+
+
+def test_flops_table_sets_each_step_against_the_gemm_rate_of_its_run():
+    row = lambda v, s, kernel, gemm, r: {"variant": v, "length": 256, "step_s": s, "compile_s": 1.0,  # noqa: E731
+                                         "peak_mb": 10.0, "xla_gflop": 2.0, "kernel_gflop": kernel,
+                                         "kernel_calls": 4 if kernel else 0, "loops": 0, "gemm_gflops": gemm,
+                                         "gemm_gflops_range": [gemm - 10, gemm + 10], "shape_gemm_gflops": 80.0,
+                                         "fraction": (2.0 + kernel) / s / gemm, "round": r}
+    rounds = [[row("dense", 0.1, 0.0, 100.0, 0), row("blockwise", 0.05, 3.0, 100.0, 0)],
+              [row("dense", 0.2, 0.0, 50.0, 1), row("blockwise", 0.1, 3.0, 50.0, 1)],
+              [row("dense", 0.4, 0.0, 10.0, 2), row("blockwise", 0.05, 3.0, 100.0, 2)]]
+    merged = train_step.merge_rounds(rounds)
+    assert merged[0]["gemm_gflops"] == 50.0 and merged[0]["gemm_gflops_range"] == [0.0, 110.0]
+    assert merged[0]["fraction"] == 0.2  # the median of each round's own 0.2, 0.2, 0.5
+    assert merged[1]["fraction"] == 1.0 and merged[1]["fraction_rounds"] == [1.0, 1.0, 1.0]
+    text = "\n".join(train_step.flops_table(merged))
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    for column in ("step ms", "GFLOP XLA", "GFLOP kernel", "GFLOP total", "GFLOP/s", "GEMM GFLOP/s",
+                   "fraction of GEMM"):
+        assert column in header, column
+    assert "| dense | 256 | 200 | 2.00 | — | 2.00 | 10.0 | 50 (0–110) | 80 | 0.20 |" in text
+    assert "| blockwise | 256 | 50 | 2.00 | 3.00 | 5.00 | 100.0 | 100 (40–110) | 80 | 1.00 |" in text
 
 
 def test_rounds_merge_to_the_median_step_and_keep_errors():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,16 +21,27 @@ from attn_zoo.bench.common import malloc_preload, save_rows, write_csv
 
 
 def _last_error(stderr):
-    """The exception line of a worker's traceback (JAX prints a notice after it), else the last line."""
+    """The exception line of a worker's traceback (JAX prints a notice after it) or the fatal error
+    faulthandler printed, else the last line."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    errors = [line for line in lines if re.match(r"^([\w.]+(Error|Exception)\b|Fatal Python error)", line)]
     return (errors or lines or [""])[-1]
+
+
+def _exit_status(returncode):
+    """'exit status N', or the signal that ended the process ('killed by SIGSEGV')."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 def run_one(cfg, timeout, preload=None):
     """Run the worker for one configuration (with `preload` as LD_PRELOAD, see
     common.malloc_preload); failures come back as {'error': ...}."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its stack
     if preload:
         env["LD_PRELOAD"] = " ".join(filter(None, [preload, env.get("LD_PRELOAD")]))
     try:
@@ -39,7 +51,10 @@ def run_one(cfg, timeout, preload=None):
         return {**cfg, "error": f"timeout > {timeout:.0f}s"}
     if proc.returncode != 0:
         oom = proc.returncode in (-9, 137) or "RESOURCE_EXHAUSTED" in proc.stderr or "MemoryError" in proc.stderr
-        return {**cfg, "error": "out of memory" if oom else f"failed: {_last_error(proc.stderr)[:200]}"}
+        if oom:
+            return {**cfg, "error": "out of memory"}
+        why = _last_error(proc.stderr)[:200] or _exit_status(proc.returncode)
+        return {**cfg, "error": f"failed: {why}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

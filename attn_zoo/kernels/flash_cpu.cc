@@ -2,9 +2,13 @@
 //
 // Query i sees key j iff dlo <= i - j <= dhi and key_mask[j]. With dlo/dhi unbounded this is
 // full attention (`blockwise`), with dlo = 0 causal, with both finite a band (`local`).
-// Layout, heads first so that a head's rows are contiguous (strided rows 2 KB apart thrash the
-// caches when OpenBLAS packs them): q [B..., H, L, D], k [B..., H, S, D], v [B..., H, S, Dv],
-// key_mask [B..., S], out [B..., H, L, Dv], lse [B..., H, L] (-inf: no visible key).
+// Layouts (attribute tokens_first): heads first, q [B..., H, L, D], k [B..., H, S, D],
+// v [B..., H, S, Dv], out [B..., H, L, Dv], lse [B..., H, L], so that a head's rows are contiguous
+// (strided rows 2 KB apart thrash the caches when OpenBLAS packs them); or tokens first, the
+// model's own layout, q [B..., L, H, D], k [B..., S, H, D], v [B..., S, H, Dv], out
+// [B..., L, H, Dv], lse [B..., L, H]: a head's rows H·D apart, which saves the caller XLA's
+// transposes of q, k, v, out and their gradients (small heads: short rows, no thrashing).
+// key_mask [B..., S]; lse is -inf for a query with no visible key.
 //
 // Why it exists: XLA:CPU runs the tile products of a lax.scan kernel at a fraction of the
 // machine's GEMM rate and materialises every softmax pass. Here each (query block, key block)
@@ -41,7 +45,59 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // ---------------------------------------------------------------- exp over a row
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+// Cephes expf on 16 lanes (~2 ulp), the same steps as the 8-lane version below (AVX2); inputs
+// below -87.3 (and -inf) give exactly 0.
+inline __m512 exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.33654475f), hi = _mm512_set1_ps(88.3762626647949f);
+  const __mmask16 zero_mask = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  __m512i e = _mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127));
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(e, 23)));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero_mask), y);
+}
+
+// x[c] = exp(x[c] - m); returns the sum.
+inline float exp_shift_sum(float* x, int64_t n, float m) {
+  const __m512 vm = _mm512_set1_ps(m);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + c), vm));
+    _mm512_storeu_ps(x + c, p);
+    acc = _mm512_add_ps(acc, p);
+  }
+  if (c < n) {  // the tail under a mask: masked-off lanes are neither read nor written
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - c)) - 1u);
+    __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + c), vm));
+    _mm512_mask_storeu_ps(x + c, tail, p);
+    acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(tail, p));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+inline float row_max(const float* x, int64_t n) {
+  __m512 vm = _mm512_set1_ps(kNegInf);
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + c));
+  if (c < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - c)) - 1u);
+    vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, x + c));
+  }
+  return _mm512_reduce_max_ps(vm);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
 // Cephes expf on 8 lanes (~2 ulp); inputs below -87.3 (and -inf) give exactly 0.
 inline __m256 exp8(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.33654475f), hi = _mm256_set1_ps(88.3762626647949f);
@@ -93,6 +149,7 @@ inline float exp_shift_sum(float* x, int64_t n, float m) {
 }
 #endif
 
+#if !defined(__AVX512F__)
 inline float row_max(const float* x, int64_t n) {
   float m = kNegInf;
   int64_t c = 0;
@@ -106,10 +163,23 @@ inline float row_max(const float* x, int64_t n) {
   for (; c < n; ++c) m = std::max(m, x[c]);
   return m;
 }
+#endif
 
 // ---------------------------------------------------------------- geometry and masks
 struct Shape {
   int64_t B, L, S, H, D, Dv;
+};
+
+// Where row i of head bh (= b·H + h) of a tensor with N rows per head and last axis X lies, in
+// either layout; idx: the same for a per-row scalar (lse).
+struct Layout {
+  bool tokens_first;
+  int64_t H, N;
+  int64_t off(int64_t bh, int64_t i, int64_t X) const {
+    return tokens_first ? (((bh / H) * N + i) * H + bh % H) * X : (bh * N + i) * X;
+  }
+  int64_t ld(int64_t X) const { return tokens_first ? H * X : X; }  // between consecutive rows
+  int64_t idx(int64_t bh, int64_t i) const { return off(bh, i, 1); }
 };
 
 // dlo <= i - j <= dhi. "Unbounded" limits are ±2^30 from Python: int64 sums never overflow.
@@ -197,25 +267,32 @@ void parallel_for(int64_t n, Fn fn) {
   for (auto& th : pool) th.join();
 }
 
-Shape shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v) {
+// The axes of [..., H, N, D] (heads first) or [..., N, H, D] (tokens first) in a rank-r shape.
+inline size_t heads_axis(size_t r, bool tf) { return tf ? r - 2 : r - 3; }
+inline size_t rows_axis(size_t r, bool tf) { return tf ? r - 3 : r - 2; }
+
+Shape shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v,
+               bool tf) {
   auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
-  const size_t r = qd.size();
-  Shape s{1, qd[r - 2], kd[r - 2], qd[r - 3], qd[r - 1], vd[r - 1]};
+  const size_t r = qd.size(), n = rows_axis(r, tf);
+  Shape s{1, qd[n], kd[n], qd[heads_axis(r, tf)], qd[r - 1], vd[r - 1]};
   for (size_t a = 0; a + 3 < r; ++a) s.B *= qd[a];
   return s;
 }
 
 ffi::Error check(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v,
-                 ffi::Buffer<ffi::PRED>& km) {
+                 ffi::Buffer<ffi::PRED>& km, bool tf) {
   auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions(), md = km.dimensions();
   const size_t r = qd.size();
   if (r < 3 || kd.size() != r || vd.size() != r || md.size() != r - 2)
-    return ffi::Error::InvalidArgument("flash_cpu: q, k, v need [..., H, N, D], key_mask [..., S]");
+    return ffi::Error::InvalidArgument(
+        "flash_cpu: q, k, v need [..., H, N, D] ([..., N, H, D] tokens first), key_mask [..., S]");
   for (size_t a = 0; a + 3 < r; ++a)
     if (kd[a] != qd[a] || vd[a] != qd[a] || md[a] != qd[a])
       return ffi::Error::InvalidArgument("flash_cpu: batch axes differ");
-  if (kd[r - 2] != vd[r - 2] || md[r - 3] != kd[r - 2] || kd[r - 3] != qd[r - 3] ||
-      vd[r - 3] != qd[r - 3] || kd[r - 1] != qd[r - 1])
+  const size_t n = rows_axis(r, tf), h = heads_axis(r, tf);
+  if (kd[n] != vd[n] || md[r - 3] != kd[n] || kd[h] != qd[h] || vd[h] != qd[h] ||
+      kd[r - 1] != qd[r - 1])
     return ffi::Error::InvalidArgument("flash_cpu: q, k, v, key_mask shapes do not agree");
   return ffi::Error::Success();
 }
@@ -224,29 +301,32 @@ ffi::Error check(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer
 ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                    ffi::Buffer<ffi::PRED> km, ffi::ResultBuffer<ffi::F32> out,
                    ffi::ResultBuffer<ffi::F32> lse, float scale, int64_t dlo, int64_t dhi,
-                   int64_t block_q, int64_t block_k) {
-  if (auto err = check(q, k, v, km); !err.success()) return err;
-  const Shape sh = shape_of(q, k, v);
+                   int64_t block_q, int64_t block_k, int64_t tokens_first) {
+  const bool tf = tokens_first != 0;
+  if (auto err = check(q, k, v, km, tf); !err.success()) return err;
+  const Shape sh = shape_of(q, k, v, tf);
   const Band band{dlo, dhi};
   const KeyMask mask(km.typed_data(), sh.B, sh.S);
   const int64_t bq = std::max<int64_t>(1, block_q), bk = std::max<int64_t>(1, block_k);
   const int64_t nq = (sh.L + bq - 1) / bq;
   const float *Q = q.typed_data(), *K = k.typed_data(), *V = v.typed_data();
   float *O = out->typed_data(), *LSE = lse->typed_data();
-  const int64_t ldq = sh.D, ldv = sh.Dv;
+  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.H, sh.S};
+  const int64_t ldq = lq.ld(sh.D), ldk = lk.ld(sh.D), ldv = lk.ld(sh.Dv);
 
   parallel_for(sh.B * sh.H * nq, [&](int64_t task) {
     const int64_t bh = task / nq, i0 = (task % nq) * bq, b = bh / sh.H;
     const int64_t nr = std::min(bq, sh.L - i0);
-    std::vector<float> s(nr * bk), acc(nr * sh.Dv, 0.0f), m(nr, kNegInf), l(nr, 0.0f);
-    const float* qi = Q + (bh * sh.L + i0) * ldq;
     const int64_t jlo = band.key_lo(i0, sh.S), jhi = band.key_hi(i0 + nr, sh.S);
+    const int64_t tile = std::min(bk, std::max<int64_t>(jhi - jlo, 1));
+    std::vector<float> s(nr * tile), acc(nr * sh.Dv, 0.0f), m(nr, kNegInf), l(nr, 0.0f);
+    const float* qi = Q + lq.off(bh, i0, sh.D);
     for (int64_t j0 = jlo; j0 < jhi; j0 += bk) {
       const int64_t nc = std::min(bk, jhi - j0);
       if (mask.visible(b, j0, j0 + nc) == 0) continue;
-      const float* kj = K + (bh * sh.S + j0) * ldq;
-      const float* vj = V + (bh * sh.S + j0) * ldv;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj, ldq,
+      const float* kj = K + lk.off(bh, j0, sh.D);
+      const float* vj = V + lk.off(bh, j0, sh.Dv);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj, ldk,
                   0.0f, s.data(), nc);
       mask_tile(s.data(), nr, nc, i0, j0, band, mask, b);
       for (int64_t r = 0; r < nr; ++r) {
@@ -266,10 +346,10 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
                   ldv, 1.0f, acc.data(), sh.Dv);
     }
     for (int64_t r = 0; r < nr; ++r) {
-      float* o = O + (bh * sh.L + i0 + r) * ldv;
+      float* o = O + lq.off(bh, i0 + r, sh.Dv);
       const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
       for (int64_t d = 0; d < sh.Dv; ++d) o[d] = acc[r * sh.Dv + d] * inv;
-      LSE[bh * sh.L + i0 + r] = l[r] > 0.0f ? m[r] + std::log(l[r]) : kNegInf;
+      LSE[lq.idx(bh, i0 + r)] = l[r] > 0.0f ? m[r] + std::log(l[r]) : kNegInf;
     }
   });
   return ffi::Error::Success();
@@ -282,9 +362,11 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
                     ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
                     ffi::Buffer<ffi::F32> dlse, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv, float scale,
-                    int64_t dlo, int64_t dhi, int64_t block_q, int64_t block_k) {
-  if (auto err = check(q, k, v, km); !err.success()) return err;
-  const Shape sh = shape_of(q, k, v);
+                    int64_t dlo, int64_t dhi, int64_t block_q, int64_t block_k,
+                    int64_t tokens_first) {
+  const bool tf = tokens_first != 0;
+  if (auto err = check(q, k, v, km, tf); !err.success()) return err;
+  const Shape sh = shape_of(q, k, v, tf);
   const Band band{dlo, dhi};
   const KeyMask mask(km.typed_data(), sh.B, sh.S);
   const int64_t bq = std::max<int64_t>(1, block_q), bk = std::max<int64_t>(1, block_k);
@@ -292,48 +374,51 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *O = out.typed_data(), *LSE = lse.typed_data(), *dO = dout.typed_data();
   const float* dLSE = dlse.typed_data();
   float *dQ = dq->typed_data(), *dK = dk->typed_data(), *dV = dv->typed_data();
-  const int64_t ldq = sh.D, ldv = sh.Dv;
+  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.H, sh.S};
+  const int64_t ldq = lq.ld(sh.D), ldg = lq.ld(sh.Dv), ldk = lk.ld(sh.D), ldv = lk.ld(sh.Dv);
+  const int64_t tq = std::min(bq, std::max<int64_t>(sh.L, 1)), tk = std::min(bk, std::max<int64_t>(sh.S, 1));
 
   parallel_for(sh.B * sh.H, [&](int64_t bh) {
     const int64_t b = bh / sh.H;
-    std::vector<float> delta(sh.L), p(bq * bk), ds(bq * bk);
-    const float* lse_row = LSE + bh * sh.L;  // -inf: no visible key, so its p row is 0 below
+    std::vector<float> delta(sh.L), p(tq * tk), ds(tq * tk);
     for (int64_t i = 0; i < sh.L; ++i) {
-      const float* o = O + (bh * sh.L + i) * ldv;
-      const float* g = dO + (bh * sh.L + i) * ldv;
+      const float* o = O + lq.off(bh, i, sh.Dv);
+      const float* g = dO + lq.off(bh, i, sh.Dv);
       float acc = 0.0f;
       for (int64_t d = 0; d < sh.Dv; ++d) acc += o[d] * g[d];
-      delta[i] = acc - dLSE[bh * sh.L + i];
+      delta[i] = acc - dLSE[lq.idx(bh, i)];
+      std::fill_n(dQ + lq.off(bh, i, sh.D), sh.D, 0.0f);
     }
-    std::fill_n(dQ + bh * sh.L * ldq, sh.L * ldq, 0.0f);
-    std::fill_n(dK + bh * sh.S * ldq, sh.S * ldq, 0.0f);
-    std::fill_n(dV + bh * sh.S * ldv, sh.S * ldv, 0.0f);
+    for (int64_t j = 0; j < sh.S; ++j) {
+      std::fill_n(dK + lk.off(bh, j, sh.D), sh.D, 0.0f);
+      std::fill_n(dV + lk.off(bh, j, sh.Dv), sh.Dv, 0.0f);
+    }
     for (int64_t j0 = 0; j0 < sh.S; j0 += bk) {
       const int64_t nc = std::min(bk, sh.S - j0);
       if (mask.visible(b, j0, j0 + nc) == 0) continue;
-      const float* kj = K + (bh * sh.S + j0) * ldq;
-      const float* vj = V + (bh * sh.S + j0) * ldv;
-      float* dkj = dK + (bh * sh.S + j0) * ldq;
-      float* dvj = dV + (bh * sh.S + j0) * ldv;
+      const float* kj = K + lk.off(bh, j0, sh.D);
+      const float* vj = V + lk.off(bh, j0, sh.Dv);
+      float* dkj = dK + lk.off(bh, j0, sh.D);
+      float* dvj = dV + lk.off(bh, j0, sh.Dv);
       const int64_t ilo = band.query_lo(j0, sh.L), ihi = band.query_hi(j0 + nc, sh.L);
       for (int64_t i0 = ilo; i0 < ihi; i0 += bq) {
         const int64_t nr = std::min(bq, ihi - i0);
-        const float* qi = Q + (bh * sh.L + i0) * ldq;
-        const float* gi = dO + (bh * sh.L + i0) * ldv;
-        float* dqi = dQ + (bh * sh.L + i0) * ldq;
+        const float* qi = Q + lq.off(bh, i0, sh.D);
+        const float* gi = dO + lq.off(bh, i0, sh.Dv);
+        float* dqi = dQ + lq.off(bh, i0, sh.D);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj,
-                    ldq, 0.0f, p.data(), nc);
+                    ldk, 0.0f, p.data(), nc);
         mask_tile(p.data(), nr, nc, i0, j0, band, mask, b);
         for (int64_t r = 0; r < nr; ++r) {
           float* row = p.data() + r * nc;
-          const float l = lse_row[i0 + r];
+          const float l = LSE[lq.idx(bh, i0 + r)];  // -inf: no visible key, so its p row is 0
           if (l == kNegInf) std::fill(row, row + nc, 0.0f);
           else exp_shift_sum(row, nc, l);
         }
         // dV_j += Pᵀ dO_i ; dP = dO_i V_jᵀ
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.Dv, nr, 1.0f, p.data(), nc,
-                    gi, ldv, 1.0f, dvj, ldv);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.Dv, 1.0f, gi, ldv, vj,
+                    gi, ldg, 1.0f, dvj, ldv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.Dv, 1.0f, gi, ldg, vj,
                     ldv, 0.0f, ds.data(), nc);
         for (int64_t r = 0; r < nr; ++r) {
           const float dl = delta[i0 + r];
@@ -343,9 +428,9 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
         }
         // dQ_i += dS K_j ; dK_j += dSᵀ Q_i
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, sh.D, nc, 1.0f, ds.data(), nc,
-                    kj, ldq, 1.0f, dqi, ldq);
+                    kj, ldk, 1.0f, dqi, ldq);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.D, nr, 1.0f, ds.data(), nc,
-                    qi, ldq, 1.0f, dkj, ldq);
+                    qi, ldq, 1.0f, dkj, ldk);
       }
     }
   });
@@ -368,7 +453,8 @@ auto Attrs(Binding b) {
       .template Attr<int64_t>("dlo")
       .template Attr<int64_t>("dhi")
       .template Attr<int64_t>("block_q")
-      .template Attr<int64_t>("block_k");
+      .template Attr<int64_t>("block_k")
+      .template Attr<int64_t>("tokens_first");
 }
 
 }  // namespace

@@ -97,33 +97,48 @@ def use(engine: str, *arrays) -> bool:
             and all(a.dtype == F32 for a in arrays) and status()[0])
 
 
+# The kernel reads q, k, v in the caller's [B, N, H, D] layout when a token's row of all heads,
+# H·D floats, is at most this long; longer rows are transposed to [B, H, N, D] first (a head's
+# rows contiguous: OpenBLAS packing rows 2 KB apart thrashes the caches). Reading them in place
+# saves XLA's transposes of q, k, v, out and their gradients (8 per layer; about 1% of a
+# `configs/listops.py:small` training step, H·D = 64: experiments/results/small-model-steps.md).
+TOKENS_FIRST_MAX = 256
+
+
 def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
-              blocks: tuple[int, int] = (512, 512), bwd_blocks: tuple[int, int] | None = None):
+              blocks: tuple[int, int] = (512, 512), bwd_blocks: tuple[int, int] | None = None,
+              tokens_first: bool | None = None):
     """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv] fp32, key_mask [B, S] bool ->
     (out [B, L, H, Dv], lse [B, L, H]), both differentiable; query i sees key j iff
     dlo <= i - j <= dhi and key_mask[j]. lse is -inf (and out 0) for a query with no visible key.
 
     blocks: (query, key) tile of the forward pass; bwd_blocks: of the backward (default: the
     same). The backward loops over key blocks outside, so a band wants its transpose there.
+    tokens_first: let the kernel read this layout in place (None: when H·D <= TOKENS_FIRST_MAX).
     """
     ok, why = status()
     if not ok:
         raise RuntimeError(f"the fused CPU attention kernel is unavailable: {why}")
+    if tokens_first is None:
+        tokens_first = max(q.shape[-2] * q.shape[-1], v.shape[-2] * v.shape[-1]) <= TOKENS_FIRST_MAX
+    kernel = _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks),
+                     bool(tokens_first))
+    if tokens_first:
+        return kernel(q, k, v, key_mask)
     heads_first = lambda x: jnp.swapaxes(x, -3, -2)  # noqa: E731  [.., N, H, D] <-> [.., H, N, D]
-    kernel = _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks))
     out, lse = kernel(heads_first(q), heads_first(k), heads_first(v), key_mask)
     return heads_first(out), jnp.swapaxes(lse, -1, -2)
 
 
 @functools.cache
-def _kernel(scale, dlo, dhi, blocks, bwd_blocks):
+def _kernel(scale, dlo, dhi, blocks, bwd_blocks, tokens_first=False):
     def attrs(bq, bk):
         return dict(scale=np.float32(scale), dlo=np.int64(dlo), dhi=np.int64(dhi),
-                    block_q=np.int64(bq), block_k=np.int64(bk))
+                    block_q=np.int64(bq), block_k=np.int64(bk), tokens_first=np.int64(tokens_first))
 
     def forward(q, k, v, kmask):
-        out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)  # [B, H, L, Dv]
-        lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)  # [B, H, L]
+        out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)  # [B, H, L, Dv] / [B, L, H, Dv]
+        lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)  # [B, H, L] / [B, L, H]
         return jax.ffi.ffi_call(_FORWARD, (out, lse), vmap_method="broadcast_all")(
             q, k, v, kmask, **attrs(*blocks))
 
