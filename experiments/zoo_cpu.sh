@@ -36,7 +36,7 @@ mkdir -p "$WORK"
 FIGURE=blockwise,local,linear,performer
 FIXED=linear,performer
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    "$FIGURE"
-entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       "$FIGURE"
+entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       blockwise,linear,performer,local
 entry recall             configs/recall.py:main --config.train.num_steps=1200           "$FIGURE"
 entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128                                   "$FIXED"
 entry mqar-L64-N8-d128   configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=8      "$FIXED"

@@ -112,3 +112,20 @@ def test_sweep_command_trains_and_summarizes(tmp_path):
     assert cli.main(["summarize", str(tmp_path / "records"), "--out", str(tmp_path / "s")]) == 0
     text = (tmp_path / "s" / "leaderboard.md").read_text()
     assert "chosen point" in text and "blockwise" in text
+
+
+def test_a_diverged_point_is_recorded_and_never_chosen(tmp_path):
+    class Diverging(FakeTrainer):
+        def __call__(self, config, run_dir):
+            if config.train.learning_rate == 1e-2:
+                self.calls.append(("diverged", config.train.seed))
+                raise FloatingPointError("loss is nan at step 3")
+            return super().__call__(config, run_dir)
+
+    fake = Diverging()
+    rows = sweep.sweep(SPEC, "linear", GRID, seeds=[0, 1], workdir=str(tmp_path), train_fn=fake)
+    assert rows[0]["point"] == "learning_rate=0.003" and rows[0]["n"] == 2
+    assert "diverged" in (tmp_path / "tuning.md").read_text()
+    again = Diverging()  # the diverged run has a record: not tried again
+    sweep.sweep(SPEC, "linear", GRID, seeds=[0, 1], workdir=str(tmp_path), train_fn=again)
+    assert again.calls == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 
@@ -62,7 +63,9 @@ def config_key(config) -> str:
 
 def score(results) -> float:
     """Validation score, higher is better: accuracy, or minus the loss for runs ranked by bits
-    (language models), as the leaderboard ranks them."""
+    (language models), as the leaderboard ranks them; a diverged run scores -inf."""
+    if results.get("status") == "diverged":
+        return -math.inf
     if compare.pick_metric([results]) != "test_accuracy" and results.get("best_val_loss") is not None:
         return -results["best_val_loss"]
     return results["best_val_accuracy"]
@@ -117,8 +120,12 @@ def _run(config_spec, variant, point, seed, overrides, workdir, records, train_f
         return found
     run_dir = os.path.join(workdir, variant, label(point), f"seed{seed}")
     print(f"{variant} {label(point)} seed {seed}: training in {run_dir}", flush=True)
-    results = train_fn(config, run_dir)
-    if results.get("status") != "done":
+    try:
+        results = train_fn(config, run_dir)
+    except FloatingPointError as e:  # diverged: a result about this point (too high a rate), kept
+        print(f"{variant} {label(point)} seed {seed}: diverged ({e})", flush=True)
+        results = {"status": "diverged", "error": str(e)}
+    if results.get("status") not in ("done", "diverged"):
         return None
     record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
               "overrides": list(overrides), "config": json.loads(config.to_json_best_effort()),
@@ -229,8 +236,12 @@ def tuning_table(all_records) -> str:
         tune_seed = min(r["seed"] for r in rs)
         for r in sorted((r for r in rs if r["seed"] == tune_seed), key=lambda r: label(r["point"])):
             res = r["results"]
-            val = (f"loss {res['best_val_loss']:.4f}" if score(res) != res["best_val_accuracy"]
-                   else f"{res['best_val_accuracy']:.4f}")
+            if res.get("status") == "diverged":
+                val = "diverged (non-finite loss)"
+            elif score(res) != res["best_val_accuracy"]:
+                val = f"loss {res['best_val_loss']:.4f}"
+            else:
+                val = f"{res['best_val_accuracy']:.4f}"
             lines.append(f"| {v} | {label(r['point'])} | {r['seed']} | {val} | "
                          f"{'yes' if r['point'] == point else ''} |")
     return "\n".join(lines) + "\n"
