@@ -254,6 +254,93 @@ def check_reference(spec: AttentionSpec, options: Mapping[str, Any]):
             _close(g, gr, f"d{n} {what}", spec.reference_atol)
 
 
+def _nan_query(x: Inputs) -> tuple[int, int, int]:
+    """(b, i, h) of the query the NaN check poisons: batch row 0, the first position from the
+    middle on whose own key is real (so it sees at least itself under every pattern), last head."""
+    km = np.asarray(x.key_mask[0])
+    return 0, next(t for t in range(L // 2, L) if km[t]), H - 1
+
+
+def check_nan(spec: AttentionSpec, options: Mapping[str, Any]):
+    """8. NaN reaches what it should and nothing else (fp32, outputs and gradients).
+
+    (a) A NaN in one coordinate of one query q[b, i, h] makes every coordinate of that query's
+        output out[b, i, h] non-finite, and reaches the gradients (a training loop's NaN guard
+        must see it; a kernel whose max or exp drops NaN returns a finite row instead). Exact
+        variants: every coordinate of dq[b, i, h] is non-finite, and nothing else changes: every
+        other query's output and dq equal the clean run's. Approximate variants may spread it
+        further (Nyström's landmarks are means of q), and may lose it on dq itself (JAX's relu
+        has derivative 0 at NaN: performer's relu kernel, synthesizer's MLPs), so they need their
+        own output row and some non-finite gradient (of q, k or v). A variant whose output does
+        not read q at these options (`spec.ignores_query`: synthesizer's factorized_random
+        without mix_dot) must instead be left entirely unchanged.
+    (b) NaN in k and v at every masked key (key_mask False) changes no output, no gradient of
+        the unmasked inputs (dq everywhere, dk and dv at real keys: all finite and equal to the
+        clean run's) and no state update (`spec.update`). A masked key must not contribute even
+        0·NaN: a zero weight times its value, a zero ds times its key; mask with jnp.where (or
+        zero masked k and v first: `masks.hide_masked`), never by multiplying. The masked keys'
+        own gradients are not checked: their true value is 0, but autodiff multiplies that 0 by
+        the derivative of whatever was computed from the NaN (elu'(NaN) in a feature map)."""
+    x = make_inputs()
+    params = _params(spec, x, options)
+    b, i, h = _nan_query(x)
+    others = np.ones((B, L, H), bool)
+    others[b, i, h] = False
+    xa = dataclasses.replace(x, q=x.q.at[b, i, h, 0].set(jnp.nan))
+    pad = ~x.key_mask[:, :, None, None]
+    xb = dataclasses.replace(x, k=jnp.where(pad, jnp.nan, x.k), v=jnp.where(pad, jnp.nan, x.v))
+    ignores_q = spec.ignores_query is not None and bool(spec.ignores_query(**spec.options(**options)))
+    for causal in _causal_modes(spec):
+        f = _fn(spec, options, causal)
+        out = np.asarray(f(params, x.q, x.k, x.v, x.key_mask))
+        grads = [np.asarray(g) for g in _grads(f, params, x, x.key_mask)]
+
+        what = f"a NaN in q[{b}, {i}, {h}, 0] (causal={causal})"
+        out_a = np.asarray(f(params, xa.q, xa.k, xa.v, xa.key_mask))
+        grads_a = [np.asarray(g) for g in _grads(f, params, xa, x.key_mask)]
+        dq_a = grads_a[0]
+        if ignores_q:
+            _close(out_a, out, f"{what}: output changed, but spec.ignores_query says q is unread")
+            _close(dq_a, grads[0], f"{what}: dq changed, but spec.ignores_query says q is unread")
+        else:
+            row = f"[{b}, {i}, {h}]"
+            assert not np.isfinite(out_a[b, i, h]).any(), (
+                f"{what}: out{row} has finite entries {out_a[b, i, h]}; the NaN must reach it")
+            assert not all(np.isfinite(g).all() for g in grads_a), (
+                f"{what}: every gradient is finite; the NaN must reach them")
+            if spec.exact:
+                assert not np.isfinite(dq_a[b, i, h]).any(), (
+                    f"{what}: dq{row} has finite entries {dq_a[b, i, h]}; the NaN must reach it")
+                _close(out_a[others], out[others], f"{what}: other queries' outputs changed (exact)")
+                _close(dq_a[others], grads[0][others], f"{what}: other queries' dq changed (exact)")
+
+        what = f"NaN in k and v at masked keys (causal={causal})"
+        out_b = np.asarray(f(params, xb.q, xb.k, xb.v, xb.key_mask))
+        assert np.isfinite(out_b).all(), f"{what}: non-finite output at {_where_nonfinite(out_b)}"
+        _close(out_b, out, f"{what}: output changed")
+        for g_b, g, n in zip(_grads(f, params, xb, x.key_mask), grads, "qkv"):
+            if n != "q":  # the unmasked inputs: dk and dv at real keys
+                g_b, g = np.where(pad, 0.0, g_b), np.where(pad, 0.0, g)
+            g_b = np.asarray(g_b)
+            assert np.isfinite(g_b).all(), f"{what}: non-finite d{n} at {_where_nonfinite(g_b)}"
+            _close(g_b, g, f"{what}: d{n} changed")
+    if spec.update is not None:
+        opts = spec.options(**options)
+        new, new_b = (spec.update(params, y.q, y.k, y.v, key_mask=y.key_mask, **opts) for y in (x, xb))
+        for (path, leaf), leaf_b in zip(jax.tree_util.tree_leaves_with_path(new),
+                                        jax.tree_util.tree_leaves(new_b)):
+            what = f"NaN in k and v at masked keys: params{jax.tree_util.keystr(path)} after spec.update"
+            assert np.isfinite(np.asarray(leaf_b)).all(), f"{what} is not finite"
+            _close(leaf_b, leaf, f"{what} changed")
+
+
+def _where_nonfinite(a, most=4):
+    """The first few [b, n, h] indices of non-finite entries, for a message."""
+    idx = np.argwhere(~np.isfinite(np.asarray(a)))[:, :3]
+    idx = np.unique(idx, axis=0)
+    return f"{len(idx)} [b, n, h] rows, e.g. {idx[:most].tolist()}"
+
+
 def check_no_key_mask(spec: AttentionSpec, options: Mapping[str, Any]):
     """2. key_mask=None means every key is real: the output equals an all-True mask's."""
     x = make_inputs()
@@ -314,14 +401,14 @@ CHECKS: dict[str, Callable[[AttentionSpec, Mapping[str, Any]], None]] = {
     "causal": check_causal, "empty_rows": check_empty_rows, "bf16": check_bf16,
     "matches_dense": check_matches_dense, "exact_limit": check_exact_limit,
     "reference": check_reference, "no_key_mask": check_no_key_mask, "defaults": check_defaults,
-    "bad_input": check_bad_input,
+    "bad_input": check_bad_input, "nan": check_nan,
 }
 
 
 def applicable(spec: AttentionSpec) -> list[str]:
     """The checks that apply to a spec (dense is the reference itself: tested on formulas)."""
-    out = ["shapes", "vmap", "key_mask", "no_key_mask", "causal", "empty_rows", "bf16", "defaults",
-           "bad_input"]
+    out = ["shapes", "vmap", "key_mask", "no_key_mask", "causal", "empty_rows", "nan", "bf16",
+           "defaults", "bad_input"]
     if spec.exact and spec.name != "dense":
         out.append("matches_dense")
     if not spec.exact and spec.exact_limit is not None:

@@ -24,4 +24,4 @@ def test_every_variant_is_covered():
     assert covered == set(attention.names())
     for name in attention.names():
         checks = {c for n, _, c in CASES if n == name}
-        assert {"shapes", "vmap", "key_mask", "causal", "empty_rows", "bf16"} <= checks, name
+        assert {"shapes", "vmap", "key_mask", "causal", "empty_rows", "nan", "bf16"} <= checks, name

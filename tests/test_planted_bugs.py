@@ -1,4 +1,5 @@
-"""The conformance suite must catch a planted bug: a causal leak and a padded key in the normalizer."""
+"""The conformance suite must catch a planted bug: a causal leak, a padded key in the normalizer, a
+padded value multiplied by its zero weight (0·NaN), and a softmax that drops a NaN logit."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,6 +23,23 @@ def _pad_in_normalizer(params, q, k, v, *, key_mask, causal, rng):
     w = masks.masked_softmax(logits, masks.visible_mask(L, S, causal=causal))
     w = jnp.where(masks.visible_mask(L, S, key_mask=key_mask), w, 0.0)
     return jnp.einsum("bhls,bshd->blhd", w, v)
+
+
+def _mask_by_multiplying(params, q, k, v, *, key_mask, causal, rng):
+    """Dense attention whose padded values are zeroed by their weight alone: 0·NaN reaches out."""
+    L, S = q.shape[1], k.shape[1]
+    logits = jnp.einsum("blhd,bshd->bhls", q, k) * q.shape[-1] ** -0.5
+    w = masks.masked_softmax(logits, masks.visible_mask(L, S, key_mask=key_mask, causal=causal))
+    return jnp.einsum("bhls,bshd->blhd", w, v)
+
+
+def _nan_dropping(params, q, k, v, *, key_mask, causal, rng):
+    """Dense attention whose softmax treats a NaN logit as masked (as a max that skips NaN)."""
+    L, S = q.shape[1], k.shape[1]
+    k, v = masks.hide_masked(key_mask, k, v)
+    logits = jnp.einsum("blhd,bshd->bhls", q, k) * q.shape[-1] ** -0.5
+    vis = masks.visible_mask(L, S, key_mask=key_mask, causal=causal) & ~jnp.isnan(logits)
+    return jnp.einsum("bhls,bshd->blhd", masks.masked_softmax(logits, vis), v)
 
 
 @pytest.fixture
@@ -49,7 +67,21 @@ def test_padded_key_in_normalizer_is_caught(planted):
         conformance.check_key_mask(spec, {})
 
 
+def test_masking_by_multiplying_is_caught(planted):
+    spec = planted("planted_zero_times_nan", _mask_by_multiplying)
+    conformance.check_key_mask(spec, {})  # finite values: nothing to see
+    with pytest.raises(AssertionError, match="NaN in k and v at masked keys"):
+        conformance.check_nan(spec, {})
+
+
+def test_a_dropped_nan_is_caught(planted):
+    spec = planted("planted_nan_dropping", _nan_dropping)
+    with pytest.raises(AssertionError, match="the NaN must reach it"):
+        conformance.check_nan(spec, {})
+
+
 def test_correct_variant_passes_the_same_checks(planted):
     spec = planted("planted_none", dense.attention)
     conformance.check_causal(spec, {})
     conformance.check_key_mask(spec, {})
+    conformance.check_nan(spec, {})

@@ -81,7 +81,7 @@ def test_variant_registered_outside_the_package_is_tested(tmp_path):
          "-k", "my_plugin_attention", "-p", "no:cacheprovider", "-p", "no:xdist"],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "10 passed" in result.stdout, result.stdout[-2000:]  # 9 checks + matches_dense
+    assert "11 passed" in result.stdout, result.stdout[-2000:]  # 10 checks + matches_dense
 
 
 @pytest.mark.parametrize("name,options,error", [

@@ -10,6 +10,11 @@
 // transposes of q, k, v, out and their gradients (small heads: short rows, no thrashing).
 // key_mask [B..., S]; lse is -inf for a query with no visible key.
 //
+// NaN and Inf propagate as in the XLA engines: a non-finite logit makes its query's row maximum,
+// sum, output and lse NaN (never a finite row), and its p row NaN at its visible keys in the
+// backward. A masked key reaches nothing, not even as 0·NaN: its logits are set to -inf (not
+// added to), and a tile with masked keys reads copies of k and v whose masked rows are zero.
+//
 // Why it exists: XLA:CPU runs the tile products of a lax.scan kernel at a fraction of the
 // machine's GEMM rate and materialises every softmax pass. Here each (query block, key block)
 // tile is two or five sgemm calls (OpenBLAS, one thread each) and one vectorised pass, and the
@@ -43,15 +48,18 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // ---------------------------------------------------------------- exp over a row
 #if defined(__AVX512F__)
 // Cephes expf on 16 lanes (~2 ulp), the same steps as the 8-lane version below (AVX2); inputs
-// below -87.3 (and -inf) give exactly 0.
+// below -87.3 (and -inf) give exactly 0, NaN gives NaN.
 inline __m512 exp16(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.33654475f), hi = _mm512_set1_ps(88.3762626647949f);
   const __mmask16 zero_mask = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  // max/min return their second operand when either is NaN: x second, so a NaN stays NaN (the
+  // other order clamps it to exp(-87.3), a finite weight)
+  x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
   __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
   fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
@@ -87,22 +95,30 @@ inline float exp_shift_sum(float* x, int64_t n, float m) {
   return _mm512_reduce_add_ps(acc);
 }
 
+// The row's maximum; NaN when any entry is NaN (max_ps alone keeps or drops a NaN by lane order).
 inline float row_max(const float* x, int64_t n) {
   __m512 vm = _mm512_set1_ps(kNegInf);
+  __mmask16 nan = 0;
   int64_t c = 0;
-  for (; c + 16 <= n; c += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + c));
+  for (; c + 16 <= n; c += 16) {
+    const __m512 xc = _mm512_loadu_ps(x + c);
+    vm = _mm512_max_ps(vm, xc);
+    nan |= _mm512_cmp_ps_mask(xc, xc, _CMP_UNORD_Q);
+  }
   if (c < n) {
     const __mmask16 tail = static_cast<__mmask16>((1u << (n - c)) - 1u);
-    vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, x + c));
+    const __m512 xc = _mm512_maskz_loadu_ps(tail, x + c);
+    vm = _mm512_mask_max_ps(vm, tail, vm, xc);
+    nan |= _mm512_mask_cmp_ps_mask(tail, xc, xc, _CMP_UNORD_Q);
   }
-  return _mm512_reduce_max_ps(vm);
+  return nan ? kNaN : _mm512_reduce_max_ps(vm);
 }
 #elif defined(__AVX2__) && defined(__FMA__)
-// Cephes expf on 8 lanes (~2 ulp); inputs below -87.3 (and -inf) give exactly 0.
+// Cephes expf on 8 lanes (~2 ulp); inputs below -87.3 (and -inf) give exactly 0, NaN gives NaN.
 inline __m256 exp8(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.33654475f), hi = _mm256_set1_ps(88.3762626647949f);
   const __m256 zero_mask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));  // x second: a NaN stays NaN (see exp16)
   __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
   fx = _mm256_floor_ps(fx);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
@@ -150,18 +166,28 @@ inline float exp_shift_sum(float* x, int64_t n, float m) {
 #endif
 
 #if !defined(__AVX512F__)
+// The row's maximum; NaN when any entry is NaN (std::max and max_ps drop a NaN by operand order).
 inline float row_max(const float* x, int64_t n) {
   float m = kNegInf;
+  bool nan = false;
   int64_t c = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-  __m256 vm = _mm256_set1_ps(kNegInf);
-  for (; c + 8 <= n; c += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + c));
+  __m256 vm = _mm256_set1_ps(kNegInf), vnan = _mm256_setzero_ps();
+  for (; c + 8 <= n; c += 8) {
+    const __m256 xc = _mm256_loadu_ps(x + c);
+    vm = _mm256_max_ps(vm, xc);
+    vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(xc, xc, _CMP_UNORD_Q));
+  }
+  nan = _mm256_movemask_ps(vnan) != 0;
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, vm);
   for (float lane : lanes) m = std::max(m, lane);
 #endif
-  for (; c < n; ++c) m = std::max(m, x[c]);
-  return m;
+  for (; c < n; ++c) {
+    m = std::max(m, x[c]);
+    nan = nan || std::isnan(x[c]);
+  }
+  return nan ? kNaN : m;
 }
 #endif
 
@@ -217,7 +243,22 @@ struct KeyMask {
   const float* row(int64_t b) const { return &bias[b * S]; }
 };
 
-// Logit tile s [nr, nc] (row stride nc) for queries i0.. and keys j0..: masked entries -> -inf.
+// Rows [j0, j0 + n) of a key-side tensor x (row stride ld, X floats a row) copied into buf (row
+// stride X) with the rows of masked keys zeroed: what a tile multiplies with when some of its keys
+// are masked, so that a masked key's NaN or Inf never enters a product (0 · NaN is NaN).
+const float* unmasked_rows(const float* x, int64_t ld, int64_t X, int64_t n, const KeyMask& km,
+                           int64_t b, int64_t j0, std::vector<float>& buf) {
+  buf.resize(n * X);
+  const float* kb = km.row(b) + j0;
+  for (int64_t c = 0; c < n; ++c) {
+    if (kb[c] == 0.0f) std::copy_n(x + c * ld, X, buf.data() + c * X);
+    else std::fill_n(buf.data() + c * X, X, 0.0f);
+  }
+  return buf.data();
+}
+
+// Logit tile s [nr, nc] (row stride nc) for queries i0.. and keys j0..: masked entries -> -inf
+// (assigned: a masked key's NaN logit must not survive).
 void mask_tile(float* s, int64_t nr, int64_t nc, int64_t i0, int64_t j0, const Band& band,
                const KeyMask& km, int64_t b) {
   const bool all_keys = km.visible(b, j0, j0 + nc) == nc;
@@ -227,7 +268,7 @@ void mask_tile(float* s, int64_t nr, int64_t nc, int64_t i0, int64_t j0, const B
   for (int64_t r = 0; r < nr; ++r) {
     float* row = s + r * nc;
     if (!all_keys)
-      for (int64_t c = 0; c < nc; ++c) row[c] += kb[c];
+      for (int64_t c = 0; c < nc; ++c) row[c] = kb[c] == 0.0f ? row[c] : kNegInf;
     if (!all_band) {
       const int64_t i = i0 + r;  // visible columns: j in [i - dhi, i - dlo]
       const int64_t lo = std::clamp(i - band.dhi - j0, int64_t{0}, nc);
@@ -319,19 +360,27 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
     const int64_t nr = std::min(bq, sh.L - i0);
     const int64_t jlo = band.key_lo(i0, sh.S), jhi = band.key_hi(i0 + nr, sh.S);
     const int64_t tile = std::min(bk, std::max<int64_t>(jhi - jlo, 1));
-    std::vector<float> s(nr * tile), acc(nr * sh.Dv, 0.0f), m(nr, kNegInf), l(nr, 0.0f);
+    std::vector<float> s(nr * tile), acc(nr * sh.Dv, 0.0f), m(nr, kNegInf), l(nr, 0.0f), vbuf;
     const float* qi = Q + lq.off(bh, i0, sh.D);
     for (int64_t j0 = jlo; j0 < jhi; j0 += bk) {
       const int64_t nc = std::min(bk, jhi - j0);
-      if (mask.visible(b, j0, j0 + nc) == 0) continue;
-      const float* kj = K + lk.off(bh, j0, sh.D);
+      const int64_t seen = mask.visible(b, j0, j0 + nc);
+      if (seen == 0) continue;
+      const float* kj = K + lk.off(bh, j0, sh.D);  // masked keys' logits are overwritten below
       const float* vj = V + lk.off(bh, j0, sh.Dv);
+      int64_t ldvj = ldv;
+      if (seen < nc) {
+        vj = unmasked_rows(vj, ldv, sh.Dv, nc, mask, b, j0, vbuf);
+        ldvj = sh.Dv;
+      }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj, ldk,
                   0.0f, s.data(), nc);
       mask_tile(s.data(), nr, nc, i0, j0, band, mask, b);
       for (int64_t r = 0; r < nr; ++r) {
         float* row = s.data() + r * nc;
-        const float m_new = std::max(m[r], row_max(row, nc));
+        const float rm = row_max(row, nc);
+        // NaN-propagating: std::max returns its first argument when either one is NaN
+        const float m_new = std::isnan(rm) ? rm : std::max(m[r], rm);
         if (m_new == kNegInf) {  // nothing visible in this row yet
           std::fill(row, row + nc, 0.0f);
           continue;
@@ -343,13 +392,14 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
           for (int64_t d = 0; d < sh.Dv; ++d) acc[r * sh.Dv + d] *= alpha;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, sh.Dv, nc, 1.0f, s.data(), nc, vj,
-                  ldv, 1.0f, acc.data(), sh.Dv);
+                  ldvj, 1.0f, acc.data(), sh.Dv);
     }
     for (int64_t r = 0; r < nr; ++r) {
       float* o = O + lq.off(bh, i0 + r, sh.Dv);
-      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      // l is >= 0 or NaN: only l == 0 (no visible key) gives zeros and -inf; NaN stays NaN
+      const float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r];
       for (int64_t d = 0; d < sh.Dv; ++d) o[d] = acc[r * sh.Dv + d] * inv;
-      LSE[lq.idx(bh, i0 + r)] = l[r] > 0.0f ? m[r] + std::log(l[r]) : kNegInf;
+      LSE[lq.idx(bh, i0 + r)] = l[r] == 0.0f ? kNegInf : m[r] + std::log(l[r]);
     }
   });
   return ffi::Error::Success();
@@ -380,7 +430,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
 
   parallel_for(sh.B * sh.H, [&](int64_t bh) {
     const int64_t b = bh / sh.H;
-    std::vector<float> delta(sh.L), p(tq * tk), ds(tq * tk);
+    std::vector<float> delta(sh.L), p(tq * tk), ds(tq * tk), kbuf, vbuf;
     for (int64_t i = 0; i < sh.L; ++i) {
       const float* o = O + lq.off(bh, i, sh.Dv);
       const float* g = dO + lq.off(bh, i, sh.Dv);
@@ -395,9 +445,17 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
     }
     for (int64_t j0 = 0; j0 < sh.S; j0 += bk) {
       const int64_t nc = std::min(bk, sh.S - j0);
-      if (mask.visible(b, j0, j0 + nc) == 0) continue;
+      const int64_t seen = mask.visible(b, j0, j0 + nc);
+      if (seen == 0) continue;
       const float* kj = K + lk.off(bh, j0, sh.D);
       const float* vj = V + lk.off(bh, j0, sh.Dv);
+      int64_t ldkj = ldk, ldvj = ldv;
+      if (seen < nc) {  // dS Kⱼ and dO Vⱼᵀ must not read a masked key's NaN (times its ds = 0)
+        kj = unmasked_rows(kj, ldk, sh.D, nc, mask, b, j0, kbuf);
+        vj = unmasked_rows(vj, ldv, sh.Dv, nc, mask, b, j0, vbuf);
+        ldkj = sh.D;
+        ldvj = sh.Dv;
+      }
       float* dkj = dK + lk.off(bh, j0, sh.D);
       float* dvj = dV + lk.off(bh, j0, sh.Dv);
       const int64_t ilo = band.query_lo(j0, sh.L), ihi = band.query_hi(j0 + nc, sh.L);
@@ -407,19 +465,30 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
         const float* gi = dO + lq.off(bh, i0, sh.Dv);
         float* dqi = dQ + lq.off(bh, i0, sh.D);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj,
-                    ldk, 0.0f, p.data(), nc);
+                    ldkj, 0.0f, p.data(), nc);
         mask_tile(p.data(), nr, nc, i0, j0, band, mask, b);
         for (int64_t r = 0; r < nr; ++r) {
           float* row = p.data() + r * nc;
           const float l = LSE[lq.idx(bh, i0 + r)];  // -inf: no visible key, so its p row is 0
-          if (l == kNegInf) std::fill(row, row + nc, 0.0f);
-          else exp_shift_sum(row, nc, l);
+          if (l == kNegInf) {
+            std::fill(row, row + nc, 0.0f);
+          } else if (std::isnan(l)) {  // a NaN row: NaN at its visible keys, 0 at the rest, as
+            // where(visible, exp(s - lse), 0); visibility from the masks (a logit may be -inf)
+            const int64_t i = i0 + r;
+            const float* kb = mask.row(b) + j0;
+            for (int64_t c = 0; c < nc; ++c) {
+              const int64_t d = i - (j0 + c);
+              row[c] = kb[c] == 0.0f && d >= band.dlo && d <= band.dhi ? kNaN : 0.0f;
+            }
+          } else {
+            exp_shift_sum(row, nc, l);
+          }
         }
         // dV_j += Pᵀ dO_i ; dP = dO_i V_jᵀ
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.Dv, nr, 1.0f, p.data(), nc,
                     gi, ldg, 1.0f, dvj, ldv);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.Dv, 1.0f, gi, ldg, vj,
-                    ldv, 0.0f, ds.data(), nc);
+                    ldvj, 0.0f, ds.data(), nc);
         for (int64_t r = 0; r < nr; ++r) {
           const float dl = delta[i0 + r];
           float* dsr = ds.data() + r * nc;
@@ -428,11 +497,16 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
         }
         // dQ_i += dS K_j ; dK_j += dSᵀ Q_i
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, sh.D, nc, 1.0f, ds.data(), nc,
-                    kj, ldk, 1.0f, dqi, ldq);
+                    kj, ldkj, 1.0f, dqi, ldq);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.D, nr, 1.0f, ds.data(), nc,
                     qi, ldq, 1.0f, dkj, ldk);
       }
     }
+    // A masked key's gradient is 0 (as the XLA engines', whose mask is a jnp.where), also next to
+    // a NaN query, whose NaN ds row reaches every key of its tiles through dSᵀ Qᵢ.
+    if (mask.visible(b, 0, sh.S) < sh.S)
+      for (int64_t j = 0; j < sh.S; ++j)
+        if (mask.row(b)[j] != 0.0f) std::fill_n(dK + lk.off(bh, j, sh.D), sh.D, 0.0f);
   });
   return ffi::Error::Success();
 }

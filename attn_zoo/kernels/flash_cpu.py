@@ -110,7 +110,9 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
               tokens_first: bool | None = None):
     """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv] fp32, key_mask [B, S] bool ->
     (out [B, L, H, Dv], lse [B, L, H]), both differentiable; query i sees key j iff
-    dlo <= i - j <= dhi and key_mask[j]. lse is -inf (and out 0) for a query with no visible key.
+    dlo <= i - j <= dhi and key_mask[j]. lse is -inf (and out 0) for a query with no visible key;
+    NaN and Inf propagate as in the XLA engines (a non-finite logit: that row's out and lse NaN),
+    and a masked key's k and v reach nothing, not even as 0·NaN.
 
     blocks: (query, key) tile of the forward pass; bwd_blocks: of the backward (default: the
     same). The backward loops over key blocks outside, so a band wants its transpose there.

@@ -44,6 +44,7 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
         out, lse = flash_cpu.attention(q, k, v, kmask, dlo=dlo, dhi=dhi, scale=scale,
                                        blocks=(b, span), bwd_blocks=(span, b))
         return (out, lse) if return_lse else out
+    k, v = masks.hide_masked(key_mask, k, v)  # a masked key's NaN must not reach p·v or ds·k
     # padded key coordinates: c = j + dhi; block i reads [i·b, i·b + span)
     right = max(0, nq * b + span - dhi - S)
     kmask = jnp.pad(kmask, ((0, 0), (dhi, right)))  # [B, Sp], pads invisible
@@ -64,13 +65,13 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, block: int, scale: float
 def _kernel(band, *, b, span, scale):
     """Custom-VJP kernel on qb [B, H, nq, b, D], kp/vp [B, H, Sp, D], kmask [B, Sp]."""
 
-    def bias(kmask, start, transposed=False):
-        """fp32 additive mask of one tile: 0 where visible, -inf elsewhere; [B, 1, b, span]."""
+    def visible(kmask, start, transposed=False):
+        """bool mask of one tile, [B, 1, b, span] ([B, 1, span, b] transposed); applied with
+        jnp.where, not added as a 0/-inf bias (NaN + -inf is NaN: as the fused kernel, a NaN
+        row stays NaN at its visible keys only)."""
         km = jax.lax.dynamic_slice_in_dim(kmask, start, span, 1)
         vis = jnp.asarray(band)[None, None] & km[:, None, None, :]
-        if transposed:
-            vis = jnp.swapaxes(vis, -1, -2)
-        return jnp.where(vis, 0.0, -jnp.inf).astype(F32)
+        return jnp.swapaxes(vis, -1, -2) if transposed else vis
 
     def span_of(x, start, axis):
         return jax.lax.dynamic_slice_in_dim(x, start, span, axis)
@@ -80,9 +81,10 @@ def _kernel(band, *, b, span, scale):
 
         def q_block(i):
             s = jnp.einsum("bhqd,bhdk->bhqk", qb[:, :, i], span_of(kt, i * b, 3),
-                           preferred_element_type=F32) * scale + bias(kmask, i * b)
+                           preferred_element_type=F32) * scale
+            s = jnp.where(visible(kmask, i * b), s, -jnp.inf)
             m = jnp.max(s, axis=-1)
-            m_safe = jnp.where(jnp.isfinite(m), m, 0.0)
+            m_safe = jnp.where(m == -jnp.inf, 0.0, m)  # NaN and +inf stay
             p = jnp.exp(s - m_safe[..., None])
             l = jnp.sum(p, axis=-1)
             o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vp.dtype), span_of(vp, i * b, 2),
@@ -96,7 +98,7 @@ def _kernel(band, *, b, span, scale):
     def backward(qb, kp, vp, kmask, out, lse, dout, dlse):
         # d lse_i / d s_ij = p_ij, so a cotangent on lse shifts delta: ds = p (dp - delta + dlse).
         delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1) - dlse  # [B, H, nq, b]
-        lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no visible key: p == 0 anyway
+        lse = jnp.where(lse == -jnp.inf, 0.0, lse)  # rows with no visible key: p == 0 anyway
         qt, dot = jnp.swapaxes(qb, -1, -2), jnp.swapaxes(dout, -1, -2)  # [B, H, nq, D, b]
         kt = jnp.swapaxes(kp, -1, -2)
 
@@ -105,7 +107,8 @@ def _kernel(band, *, b, span, scale):
             start = i * b
             kj, vj, ktj = span_of(kp, start, 2), span_of(vp, start, 2), span_of(kt, start, 3)
             st = jnp.einsum("bhkd,bhdq->bhkq", kj, qt[:, :, i], preferred_element_type=F32) * scale
-            pt = jnp.exp(st + bias(kmask, start, transposed=True) - lse[:, :, i][:, :, None, :])
+            pt = jnp.where(visible(kmask, start, transposed=True),
+                           jnp.exp(st - lse[:, :, i][:, :, None, :]), 0.0)
             dvj = jnp.einsum("bhkq,bhqd->bhkd", pt.astype(dout.dtype), dout[:, :, i],
                              preferred_element_type=F32)
             dpt = jnp.einsum("bhkd,bhdq->bhkq", vj, dot[:, :, i], preferred_element_type=F32)

@@ -90,6 +90,7 @@ def attention(q, k, v, key_mask, *, block_mask_fn: Callable, mask_fn: Callable |
     table, counts = table_from_block_mask(block_mask_fn(nq, nk, bq, bk))
     kmask = masks.key_mask_or_ones(key_mask, B, S)
     kmask, _ = masks.pad_to_multiple(kmask, bk, axis=1)  # padded keys are masked (False)
+    k, v = masks.hide_masked(key_mask, k, v)  # a masked key's NaN must not reach p·v or ds·k
 
     def blocks(x, b, n):  # [B, N, H, D] -> [B, H, n, b, D]
         x, _ = masks.pad_to_multiple(x, b, axis=1)
@@ -160,7 +161,7 @@ def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
                     s = jnp.einsum("bhqd,bhdk->bhqk", qi, kt[:, :, j], preferred_element_type=F32) * scale
                     vis = visible(kmask[:, j], i, j, transposed=False)
                     m_new = jnp.maximum(m, jnp.max(jnp.where(vis, s, -jnp.inf), axis=-1))
-                    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+                    m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # NaN and +inf stay
                     p = jnp.where(vis, jnp.exp(s - m_safe[..., None]), 0.0)
                     alpha = jnp.exp(m - m_safe)
                     l = alpha * l + jnp.sum(p, axis=-1)
@@ -183,7 +184,7 @@ def _kernel(table, counts, *, nk, bq, bk, mask_fn, scale):
         ttab, tcnt = jnp.asarray(ttable), jnp.asarray(tcounts)
         # d lse_i / d s_ij = p_ij, so a cotangent on lse shifts delta: ds = p (dp - delta + dlse).
         delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1) - dlse  # [B, H, nq, bq]
-        lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no visible key: p == 0 anyway
+        lse = jnp.where(lse == -jnp.inf, 0.0, lse)  # rows with no visible key: p == 0 anyway
 
         qt, dot, kt = (jnp.swapaxes(x, -1, -2) for x in (q, dout, k))  # [B, H, n, D, b]
 

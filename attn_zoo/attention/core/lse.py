@@ -13,9 +13,9 @@ F32 = jnp.float32
 
 def normalize(acc, m, l):
     """Finish a query row's softmax: (acc / l, lse = m + log l); a row with no visible key
-    (l == 0) gets zeros and lse = -inf."""
-    l_safe = jnp.where(l > 0, l, 1.0)
-    return acc / l_safe[..., None], jnp.where(l > 0, m + jnp.log(l_safe), -jnp.inf)
+    (l == 0) gets zeros and lse = -inf, a NaN row (l NaN) NaN in both, as the fused kernel."""
+    l_safe = jnp.where(l == 0, 1.0, l)
+    return acc / l_safe[..., None], jnp.where(l == 0, -jnp.inf, m + jnp.log(l_safe))
 
 
 def merge(outs, lses):

@@ -37,6 +37,16 @@ def masked_softmax(logits, visible):
     return p / jnp.where(denom > 0, denom, 1.0)
 
 
+def hide_masked(key_mask, *xs):
+    """xs [B, S, ...] (keys, values) with the rows of masked keys set to 0 by jnp.where (all of
+    xs unchanged when key_mask is None). Weights of masked keys are zero, but 0 · NaN is NaN: a
+    masked key's NaN or Inf would still reach every output through a product (p·v, ds·k) unless
+    its rows are zero. Their gradient is zero."""
+    if key_mask is None:
+        return xs
+    return tuple(jnp.where(key_mask.reshape(key_mask.shape + (1,) * (x.ndim - 2)), x, 0) for x in xs)
+
+
 def pad_to_multiple(x, multiple, axis):
     """Zero-pad `axis` of x up to a multiple of `multiple`; returns (padded, original length)."""
     n = x.shape[axis]

@@ -54,6 +54,7 @@ class AttentionSpec:
     update: Callable[..., Any] | None = None
     chosen_pattern: Callable[..., Any] | None = None
     state_size: Callable[..., int | None] | None = None
+    ignores_query: Callable[..., bool] | None = None
     departures: str = ""
     origin: str = ""
 
@@ -245,6 +246,10 @@ def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl
         query L − 1 or a later one may still attend; or its recurrent state), with Dv = D; not
         the `state` params above. Its docstring's first paragraph gives the formula (`attn-zoo
         list NAME`); read it through `spec.decoding_state(L, H, D, **options)`.
+      ignores_query: `fn(**options) -> bool`, True where the output does not read q at all under
+        those options (synthesizer's random and factorized_random modes without mix_dot): the
+        conformance suite's NaN check then requires a NaN query to change nothing, instead of
+        requiring it to reach that query's output row.
     replace: allow re-registering an existing name.
     """
     if name in _REGISTRY and not replace:

@@ -86,6 +86,7 @@ def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern
     """Dense attention; `pattern` ([L, S] or [H, L, S] bool) restricts it further (the reference)."""
     opts = {**dataclasses.asdict(Options()), **options}
     L, S = q.shape[1], k.shape[1]
+    k, v = masks.hide_masked(key_mask, k, v)  # weights of masked keys are 0, and 0·NaN is NaN
     vis = masks.visible_mask(L, S, key_mask=key_mask, causal=causal, pattern=pattern)
     w = weights(logits(params, q, k, **opts), vis, normalize=opts["normalize"],
                 temperature=opts["temperature"], rng=rng)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from attn_zoo.attention.core import kernelized
+from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
 
@@ -19,6 +20,7 @@ class Options:
 
 def attention(params, q, k, v, *, key_mask, causal, rng, feature_map, chunk):
     del params, rng
+    (k,) = masks.hide_masked(key_mask, k)  # dk = 0 at masked keys even for NaN (elu'(NaN)·0)
     fq = kernelized.feature_map(feature_map, q)
     fk = kernelized.feature_map(feature_map, k)
     return kernelized.attention(fq, fk, v, key_mask, causal=causal, chunk=chunk)

@@ -81,10 +81,10 @@ def attention(params, q, k, v, *, key_mask, causal, rng, num_landmarks, pinv_ite
     B, L, H, D = q.shape
     S = k.shape[1]
     km = masks.key_mask_or_ones(key_mask, B, S)
+    k, v = masks.hide_masked(km, k, v)  # g's logits read every key: no 0·NaN in its gradient
     qm = km if L == S else jnp.ones((B, L), dtype=bool)
     ql, qlm = segment_means(q, qm, num_landmarks)  # [B, m, H, D], [B, m]
     kl, klm = segment_means(k, km, num_landmarks)
-    v = jnp.where(km[:, :, None, None], v, 0)
     # The three kernels; rows of masked query landmarks are zero, masked landmarks/keys unseen.
     f = _softmax(q.astype(F32), kl, klm[:, None, None, :])                            # [B, H, L, m]
     a = _softmax(ql, kl, qlm[:, None, :, None] & klm[:, None, None, :])              # [B, H, m, m]

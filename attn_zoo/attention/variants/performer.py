@@ -1,12 +1,15 @@
 """`performer`: FAVOR+ (Choromanski 2021), softmax attention through positive random features.
 
 exp(q·k/√D) = E_w[φ(q)·φ(k)] with φ(x) = exp(Wx − ‖x‖²/2)/√M, x = q/D^¼ (or k/D^¼), W [M, D]
-rows drawn as blocks of orthogonal Gaussian directions with chi-distributed norms. The random
-rows live in params["features"] (fixed per layer, declared non-gradient state) or, with
-`redraw=True`, are drawn fresh from `rng` on every call. kernel='relu' uses φ(x) = relu(Wx)/√M
-+ 1e-3 (the paper's generalized ReLU kernel) instead. Stabilizer: each query's features are
-divided by their max (cancels per query), keys' by a stop-gradient max over the keys a query can
-see (global, or a running max across causal chunks), which cancels exactly in the ratio.
+rows drawn as blocks of D orthogonal, uniformly (Haar) distributed directions with chi-distributed
+norms, so that every row is marginally N(0, I_D) and the estimate unbiased. The random rows live in
+params["features"] (fixed per layer, declared non-gradient state) or, with `redraw=True`, are
+drawn fresh from `rng` on every call. kernel='relu' uses φ(x) = relu(Wx) + 1e-3 instead (the
+paper's generalized ReLU kernel), on the unscaled input (x = q or k, no D^¼) and without a 1/√M
+factor: a common factor of φ cancels in the ratio, except against the 1e-3, which is therefore
+relative to relu(Wx) itself. Stabilizer: each query's features are divided by their max (cancels
+per query), keys' by a stop-gradient max over the keys a query can see (global, or a running max
+across causal chunks), which cancels exactly in the ratio.
 Attention itself runs through `kernelized` (shared with `linear`): O(N·M·Dv), causal chunked.
 """
 from __future__ import annotations
@@ -32,14 +35,21 @@ class Options:
 
 
 def random_features(rng, num_features, dim, orthogonal=True):
-    """W [M, D]: stacked blocks of D orthogonal rows (QR of a Gaussian), each row rescaled to the
-    norm of a D-dim Gaussian vector, so every row is marginally N(0, I_D); iid Gaussian if not
-    `orthogonal`. One Gaussian draw feeds both directions and norms."""
+    """W [M, D]: stacked blocks of D orthogonal rows, each rescaled to the norm of a D-dim Gaussian
+    vector, so every row is marginally N(0, I_D); iid Gaussian if not `orthogonal`. One Gaussian
+    draw feeds both directions and norms.
+
+    A block is Q of the QR of a Gaussian matrix with the signs of R's diagonal moved into Q, which
+    makes Q Haar-distributed (uniform over orthogonal matrices). Q alone is not: Householder QR
+    fixes R's signs by the input's, so row 0 of every block had a negative first coordinate, the
+    rows were not isotropic and the estimator was biased (its error stopped falling with M)."""
     if not orthogonal:
         return jax.random.normal(rng, (num_features, dim), F32)
     nblocks = -(-num_features // dim)
     g = jax.random.normal(rng, (nblocks * dim + num_features, dim), F32)
-    qmat, _ = jnp.linalg.qr(g[: nblocks * dim].reshape(nblocks, dim, dim))  # orthonormal columns
+    qmat, r = jnp.linalg.qr(g[: nblocks * dim].reshape(nblocks, dim, dim))  # orthonormal columns
+    signs = jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(F32)  # [nblocks, D]
+    qmat = qmat * signs[:, None, :]  # column j times sign(R_jj): Q R unchanged, Q now Haar
     rows = jnp.swapaxes(qmat, 1, 2).reshape(nblocks * dim, dim)[:num_features]
     return rows * jnp.linalg.norm(g[nblocks * dim:], axis=-1)[:, None]
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from attn_zoo.attention.core import bucketing as bk
 from attn_zoo.attention.core import lse
+from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
 
@@ -92,6 +93,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, ch
     del k  # shared QK: keys are the normalized queries (see the module docstring)
     if v.shape[1] != q.shape[1]:
         raise ValueError(f"reformer: shared-QK attention needs L == S, got L={q.shape[1]}, S={v.shape[1]}")
+    (v,) = masks.hide_masked(key_mask, v)  # a masked value's weight is 0, and 0·NaN is NaN
     return _attention(params, q, v, key_mask, rng, causal=causal, n_hashes=n_hashes,
                       n_buckets=n_buckets, chunk=chunk, rehash=rehash)
 

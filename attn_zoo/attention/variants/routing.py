@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
 
@@ -60,6 +61,7 @@ def update(params, q, k, v, *, key_mask=None, num_clusters, decay, **_):
     kv = jnp.ones((B, k.shape[1]), bool) if key_mask is None else key_mask
     qv = kv if L == k.shape[1] else jnp.ones((B, L), bool)
     valid = jnp.concatenate([qv, kv], axis=1)
+    x = jnp.where(valid[:, :, None, None], x, 0.0)  # a masked key's NaN must not reach the sums
     nearest = jnp.argmax(jnp.einsum("bnhd,hkd->bhnk", x, mu), axis=-1)
     onehot = jax.nn.one_hot(nearest, num_clusters, dtype=F32) * valid[:, None, :, None]
     sums = jnp.einsum("bhnk,bnhd->hkd", onehot, x)
@@ -135,6 +137,7 @@ def _attention(params, q, k, v, key_mask, *, causal, num_clusters, window):
 def attention(params, q, k, v, *, key_mask, causal, rng, num_clusters, window, decay):
     del rng, decay
     _sizes(q.shape[1], k.shape[1], num_clusters, window)
+    k, v = masks.hide_masked(key_mask, k, v)  # tiles may hold masked keys: no 0·NaN from them
     return _attention(params, q, k, v, key_mask, causal=causal, num_clusters=num_clusters,
                       window=window).astype(q.dtype)
 

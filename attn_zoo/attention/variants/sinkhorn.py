@@ -135,6 +135,7 @@ def _check(q, k):
 
 def attention(params, q, k, v, *, key_mask, causal, rng, block, sinkhorn_iters, temperature):
     _check(q, k)
+    k, v = masks.hide_masked(key_mask, k, v)  # masked rows are multiplied by 0: no 0·NaN
     return _attention(params, q, k, v, key_mask, rng, causal=causal, block=block,
                       sinkhorn_iters=sinkhorn_iters, temperature=float(temperature)).astype(q.dtype)
 

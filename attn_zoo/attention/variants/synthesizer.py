@@ -131,6 +131,7 @@ def attention(params, q, k, v, *, key_mask, causal, rng, mode, max_length, hidde
     L, S = q.shape[1], k.shape[1]
     if max(L, S) > max_length:  # registry checks too; direct calls of this function get it here
         raise ValueError(f"synthesizer: built for length <= max_length={max_length}, got L={L}, S={S}")
+    k, v = masks.hide_masked(key_mask, k, v)  # weights of masked keys are 0, and 0·NaN is NaN
     if mode in PRODUCT_MODES:
         qs, ks = product_form(params, q, k, mode=mode, mix_dot=mix_dot, fixed=fixed)
         out = bs.full(qs, ks, v.astype(F32), key_mask, causal=causal, block_q=block,
@@ -162,4 +163,6 @@ SPEC = register(
     exact_limit=lambda L, S: {"mode": "random", "max_length": max(L, S), "mix_dot": True,
                               "init_scale": 0.0},
     max_length="max_length",
+    # random and factorized_random logits are parameters alone: without mix_dot nothing reads q
+    ignores_query=lambda mode, mix_dot, **_: mode in ("random", "factorized_random") and not mix_dot,
 )
