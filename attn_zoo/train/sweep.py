@@ -15,12 +15,14 @@ records alone: n shards, or n sessions, merge into the leaderboard of one run.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
 import os
 import re
+import subprocess
 
 from attn_zoo import configs
 from attn_zoo.attention.core.options import parse_literal
@@ -129,9 +131,24 @@ def _run(config_spec, variant, point, seed, overrides, workdir, records, train_f
         return None
     record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
               "overrides": list(overrides), "config": json.loads(config.to_json_best_effort()),
-              "results": results}
+              "results": results, "code": code_version()}
     records.put(record)
     return record
+
+
+@functools.lru_cache(maxsize=1)
+def code_version():
+    """The checkout's commit, '+changes' when attn_zoo/ differs from it (None outside git): the
+    config keys a record, the code that ran it is recorded beside."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "attn_zoo"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def choose(tuning: dict) -> dict:
