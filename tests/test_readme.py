@@ -51,3 +51,13 @@ def test_an_update_run_replaces_its_variants_ratios(tmp_path):
     write("bench-cpu-update.csv", [("xla", "8192", "6", "600"), ("local", "8192", "0.5", "60")])
     attn, _, _ = front._sources(str(tmp_path))
     assert attn["local"] == (12.0, 0.1) and attn["linear"] == (4.0, 0.01)  # each within its own run
+
+
+def test_front_table_cells_come_from_the_suite_csv():
+    rows = [{"entry": "mqar-L64-N4-d64", "variant": "local", "metric": "test_accuracy", "mean": "0.5",
+             "ci_half_width": "0.25", "n": "3"},
+            {"entry": "bytelm", "variant": "local", "metric": "test_bits_per_byte", "mean": "3.4779",
+             "ci_half_width": "", "n": "1"}]
+    acc = front.accuracies(rows)
+    assert acc[("local", "mqar-L64-N4-d64")] == "50.0 ± 25.0 (n=3)"
+    assert acc[("local", "bytelm")] == "3.478 (n=1)"  # bits as they are; one seed: no interval
