@@ -129,3 +129,15 @@ def test_a_diverged_point_is_recorded_and_never_chosen(tmp_path):
     again = Diverging()  # the diverged run has a record: not tried again
     sweep.sweep(SPEC, "linear", GRID, seeds=[0, 1], workdir=str(tmp_path), train_fn=again)
     assert again.calls == []
+
+
+def test_a_signal_stops_the_whole_sweep(tmp_path):
+    class Interrupted(FakeTrainer):
+        def __call__(self, config, run_dir):
+            self.calls.append(config.train.learning_rate)
+            return {"status": "interrupted", "reason": "SIGTERM", "step": 1}
+
+    fake = Interrupted()
+    with pytest.raises(SystemExit) as stop:
+        sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0], workdir=str(tmp_path), train_fn=fake)
+    assert stop.value.code == 143 and len(fake.calls) == 1  # nothing trained after the signal

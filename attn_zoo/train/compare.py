@@ -83,7 +83,10 @@ def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None, 
             print(f"{name} seed {seed}: finished, summarizing {run_dir}")
             continue
         print(f"{name} seed {seed}: training in {run_dir}", flush=True)
-        train_fn(config, run_dir)
+        result = train_fn(config, run_dir)
+        if isinstance(result, dict) and result.get("status") == "interrupted":  # SIGINT/SIGTERM stop it too
+            print(f"compare stopped by {result.get('reason')}: run the same command again to resume")
+            raise SystemExit(130 if result.get("reason") == "SIGINT" else 143)
     return summarize([workdir], out=workdir, chance=chance)
 
 

@@ -127,6 +127,9 @@ def _run(config_spec, variant, point, seed, overrides, workdir, records, train_f
     except FloatingPointError as e:  # diverged: a result about this point (too high a rate), kept
         print(f"{variant} {label(point)} seed {seed}: diverged ({e})", flush=True)
         results = {"status": "diverged", "error": str(e)}
+    if results.get("status") == "interrupted":  # SIGINT/SIGTERM: the whole sweep stops (resumable)
+        print(f"sweep stopped by {results.get('reason')}: run the same command again to resume", flush=True)
+        raise SystemExit(130 if results.get("reason") == "SIGINT" else 143)
     if results.get("status") not in ("done", "diverged"):
         return None
     record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
