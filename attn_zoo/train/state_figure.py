@@ -31,7 +31,8 @@ def draw(boards, path):
         panels.setdefault(cell, {}).setdefault(r["variant"], []).append((d, r))
     cells = sorted(panels)
     names = sorted({v for cell in cells for v in panels[cell]})
-    colors = {v: plt.cm.tab20(i % 20) for i, v in enumerate(names)}
+    colors = {v: plt.cm.tab10(i % 10) for i, v in enumerate(names)}
+    markers = {v: "osD^vP*Xhp"[i % 10] for i, v in enumerate(names)}
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 4), squeeze=False, sharey=True)
     for ax, cell in zip(axes[0], cells):
         for v, points in sorted(panels[cell].items()):
@@ -42,14 +43,20 @@ def draw(boards, path):
             ys = [r["mean"] for _, r in points]
             err = [[r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]) for _, r in points],
                    [(r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"] for _, r in points]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, color=colors[v], label=v)
+            ax.errorbar(xs, ys, yerr=err, marker=markers[v], ms=5, capsize=2, color=colors[v], label=v)
             for (d, _), x, y in zip(points, xs, ys):
                 ax.annotate(f"d{d}", (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points")
         ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.05)  # intervals of n = 2-3 seeds can reach past [0, 1]: clipped
         ax.set(title=f"MQAR L={cell[0]}, N={cell[1]} pairs", xlabel="decoding state (floats per layer)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (mean, 95% CI over seeds)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    handles = {}
+    for ax in axes[0]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center",
+               ncol=min(len(handles), 8), bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
