@@ -63,6 +63,7 @@ def build(root, out_stem):
                 body = f.read()
             parts.append(body if extra.endswith(".md") else
                          "## Wall time per sweep call\n\n```\n" + body + "```\n")
+    parts.append(status(root, table))
     if figure:
         parts.append(f"## MQAR: accuracy against decoding state\n\n"
                      f"![MQAR accuracy against state size]({os.path.relpath(figure, os.path.dirname(out_stem))})\n")
@@ -70,6 +71,27 @@ def build(root, out_stem):
     with open(out_stem + ".md", "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
     print(f"wrote {out_stem}.md/.csv ({len(table)} rows from {len(entries(root))} entries)")
+
+
+def status(root, table) -> str:
+    """What the suite has not run yet: zoo_cpu.sh's entries without records, and per entry the
+    registered variants that fit it (causal ones for MQAR and byte LM) without a result."""
+    from attn_zoo import attention
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_cpu.sh")
+    with open(script, encoding="utf-8") as f:
+        planned = list(dict.fromkeys(line.split()[1] for line in f if line.startswith("entry ")))
+    done = {(r["entry"], r["variant"]) for r in table}
+    lines = ["## Status: what has not run yet\n",
+             "The suite is cumulative: `bash experiments/zoo_cpu.sh` runs what has no record.\n"]
+    for entry in planned:
+        causal = entry.startswith(("mqar", "bytelm"))
+        fits = [n for n in attention.names(builtin=True) if not causal or attention.get(n).supports_causal]
+        missing = [n for n in fits if (entry, n) not in done]
+        if len(missing) == len(fits):
+            lines.append(f"- {entry}: not run")
+        elif missing:
+            lines.append(f"- {entry}: not run for {', '.join(missing)}")
+    return "\n".join(lines) + "\n"
 
 
 def main():
