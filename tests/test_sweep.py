@@ -141,3 +141,14 @@ def test_a_signal_stops_the_whole_sweep(tmp_path):
     with pytest.raises(SystemExit) as stop:
         sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0], workdir=str(tmp_path), train_fn=fake)
     assert stop.value.code == 143 and len(fake.calls) == 1  # nothing trained after the signal
+
+
+def test_a_partly_tuned_variant_is_marked(tmp_path):
+    fake = FakeTrainer()
+    sweep.sweep(SPEC, "linear", GRID, seeds=[0], workdir=str(tmp_path), train_fn=fake)
+    records = sweep.Records(str(tmp_path / "records"))
+    for r in records.all():  # drop two of the three tuning runs, as an unfinished sweep leaves them
+        if r["point"]["train.learning_rate"] != 1e-2:
+            os.remove(records.path(r["variant"], r["key"]))
+    (rows,) = sweep.summarize_records(str(tmp_path / "records")).values()
+    assert rows[0]["point"] == "learning_rate=0.01 (tuned 1 of 3 points)"

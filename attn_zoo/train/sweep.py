@@ -112,7 +112,7 @@ def read_record(path) -> dict:
     return record
 
 
-def _run(config_spec, variant, point, seed, overrides, workdir, records, train_fn):
+def _run(config_spec, variant, point, seed, overrides, workdir, records, train_fn, grid=()):
     """The record of (variant, point, seed): read when it exists, else trained and written.
     None when the run was interrupted (it resumes on the next call)."""
     config = configs.load(compare.variant_spec(config_spec, variant), [*overrides, *overrides_for(point, seed)])
@@ -134,7 +134,7 @@ def _run(config_spec, variant, point, seed, overrides, workdir, records, train_f
         return None
     record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
               "overrides": list(overrides), "config": json.loads(config.to_json_best_effort()),
-              "results": results, "code": code_version()}
+              "results": results, "code": code_version(), "grid": list(grid)}
     records.put(record)
     return record
 
@@ -181,7 +181,8 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
                 configs.load(compare.variant_spec(config_spec, v), [*overrides, *overrides_for(p, s)])
     records = Records(records or os.path.join(workdir, "records"))
     tune_seed = seeds[0]
-    run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn)  # noqa: E731
+    run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn,  # noqa: E731
+                               grid_points)
     # variant by variant (its tuning runs, then its seeds), so that rows complete early; the n
     # shards split the tuning runs and the seed runs by their index in these orders
     tuned = len(grid_points) > 1
@@ -301,9 +302,23 @@ def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]
                                       chance=chance, metric=metric)
         for row in rows:
             point, rs = chosen[row["variant"]]
-            row.update(point=label(point), state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
+            row.update(point=label(point) + _untuned(records, row["variant"]),
+                       state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
         out[sid] = rows
     return out
+
+
+def _untuned(records, variant) -> str:
+    """' (tuned k of n points)' while some grid point of the variant has no tuning record (the
+    records name their grid; older ones do not, and get no mark)."""
+    mine = [r for r in records if r["variant"] == variant]
+    grid = max((r.get("grid") or [] for r in mine), key=len)
+    if not grid:
+        return ""
+    tune_seed = min(r["seed"] for r in mine)
+    tuned = {json.dumps(r["point"], sort_keys=True) for r in mine if r["seed"] == tune_seed}
+    done = sum(json.dumps(p, sort_keys=True) in tuned for p in grid)
+    return "" if done == len(grid) else f" (tuned {done} of {len(grid)} points)"
 
 
 def summarize_records(directories, out=None, chance=None, metric=None):
