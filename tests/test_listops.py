@@ -146,3 +146,17 @@ def test_eval_batches_cover_each_example_once():
     assert [b["inputs"].shape[0] for b in batches] == [3, 3, 3]
     labels = np.concatenate([b["labels"][b["weight"] > 0] for b in batches])
     np.testing.assert_array_equal(labels, np.arange(7))
+
+
+def test_reader_names_file_and_line_of_bad_bytes_and_refuses_empty_splits(tmp_path):
+    from attn_zoo.data import check, listops
+    bad = tmp_path / "basic_train.tsv"
+    bad.write_bytes(b"Source\tTarget\n( [MAX 1 2 ] )\t2\n( [MIN 3 \xff ] )\t3\n")
+    with pytest.raises(ValueError, match=r"basic_train.tsv:3: not UTF-8 \(byte 0xff at column 10\)"):
+        listops.read_tsv(str(bad), 64)
+    empty = tmp_path / "basic_val.tsv"
+    empty.write_text("Source\tTarget\n")
+    with pytest.raises(ValueError, match="basic_val.tsv: no examples after the header"):
+        listops.read_tsv(str(empty), 64)
+    report = check.check("listops", str(tmp_path))
+    assert not report.ok and any("no examples" in p for p in report.problems)

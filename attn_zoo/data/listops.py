@@ -179,14 +179,23 @@ def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, ma
     return {split: hi - lo for split, (lo, hi) in bounds.items()}
 
 
+def _decode(path, lineno, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                         f"{e.start + 1})") from None
+
+
 def read_tsv(path, max_length) -> Split:
     """Encode one TSV: inputs [N, max_length] int32 (pad 0), explicit mask, labels [N]."""
     inputs, lengths, labels = [], [], []
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n")
+    with open(path, "rb") as f:
+        header = _decode(path, 1, f.readline()).rstrip("\n")
         if header.split("\t") != ["Source", "Target"]:
             raise ValueError(f"{path}:1: expected header 'Source<TAB>Target', got {header!r}")
-        for lineno, line in enumerate(f, start=2):
+        for lineno, raw in enumerate(f, start=2):
+            line = _decode(path, lineno, raw)
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 2 or not fields[1].strip().isdigit() or int(fields[1]) >= NUM_CLASSES:
                 raise ValueError(f"{path}:{lineno}: expected 'Source<TAB>Target' with Target in "
@@ -198,6 +207,8 @@ def read_tsv(path, max_length) -> Split:
             inputs.append(ids + [0] * (max_length - len(ids)))
             lengths.append(len(ids))
             labels.append(int(fields[1]))
+    if not labels:
+        raise ValueError(f"{path}: no examples after the header; every split needs at least one")
     inputs = np.asarray(inputs, np.int32).reshape(-1, max_length)
     mask = np.arange(max_length)[None, :] < np.asarray(lengths, np.int32)[:, None]
     return Split(inputs=inputs, mask=mask, labels=np.asarray(labels, np.int32))
