@@ -287,3 +287,16 @@ def test_internal_errors_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTN_ZOO_TRACEBACK", "1")  # and user errors show theirs when asked
     with pytest.raises(ValueError, match="num_steps=0"):
         cli.main(["train", "--config", MQAR, "--workdir", str(tmp_path), "--config.train.num_steps=0"])
+
+
+def test_a_torn_metrics_line_is_dropped_and_named(tmp_path):
+    from attn_zoo.train.metrics import MetricsLog, read
+    log = MetricsLog(str(tmp_path), tensorboard=False)
+    log.write({"step": 1, "loss": 1.0})
+    log.write({"step": 2, "loss": 0.5})
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "lo')  # a kill in the middle of a write
+    said = []
+    log.truncate_after(2, warn=said.append)
+    assert [e["step"] for e in read(str(tmp_path))] == [1, 2]
+    assert len(said) == 1 and "metrics.jsonl:3: not a metrics event" in said[0]

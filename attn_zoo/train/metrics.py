@@ -34,11 +34,21 @@ class MetricsLog:
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(f"{event.get('split', 'event')}/{k}", v, event["step"])
 
-    def truncate_after(self, step):
-        """Drop events after `step`: a resumed run rewrites them, so the log has each step once."""
+    def truncate_after(self, step, warn=print):
+        """Drop events after `step`: a resumed run rewrites them, so the log has each step once.
+        A line that is not a JSON event (torn by a kill, or garbage) is dropped and reported with
+        file:line; the checkpoint, not the log, is what a resume trusts."""
         if self.enabled and os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= step]
+            keep = []
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                for lineno, ln in enumerate(f, start=1):
+                    event = _event(ln)
+                    if event is None:
+                        if ln.strip():
+                            warn(f"{self.path}:{lineno}: not a metrics event, dropped: {ln.strip()[:60]!r}")
+                        continue
+                    if event.get("step", 0) <= step:
+                        keep.append(json.dumps(event) + "\n")
             with open(self.path, "w", encoding="utf-8") as f:
                 f.writelines(keep)
 
@@ -47,9 +57,19 @@ class MetricsLog:
             self.tb.close()
 
 
+def _event(line):
+    """The JSON object on `line`, or None when it is not one."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def read(workdir) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+    """The events of <workdir>/metrics.jsonl (lines that are not events are skipped)."""
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8", errors="replace") as f:
+        return [e for e in map(_event, f) if e is not None]
 
 
 class Progress:
