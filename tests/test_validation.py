@@ -300,3 +300,22 @@ def test_a_torn_metrics_line_is_dropped_and_named(tmp_path):
     log.truncate_after(2, warn=said.append)
     assert [e["step"] for e in read(str(tmp_path))] == [1, 2]
     assert len(said) == 1 and "metrics.jsonl:3: not a metrics event" in said[0]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    import pathlib
+
+    from attn_zoo import configs, train
+    over = ["--config.train.num_steps=6", "--config.train.checkpoint_every=2",
+            "--config.train.keep_checkpoints=3", "--config.train.eval_every=2"]
+    config = configs.load("configs/mqar.py:blockwise,smoke", over)
+    work = str(tmp_path / "run")
+    assert train.train_and_evaluate(config, work, stop_after_steps=4)["status"] == "interrupted"
+    newest = pathlib.Path(work, "checkpoints", "4")
+    for f in newest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")  # truncated by a crash or a full disk
+    result = train.train_and_evaluate(config, work)
+    out = capsys.readouterr().out
+    assert result["status"] == "done"
+    assert "checkpoints/4 is unreadable" in out and "resuming from step 2" in out

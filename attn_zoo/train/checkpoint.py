@@ -32,16 +32,26 @@ class Checkpoints:
                                                 meta=ocp.args.JsonSave(dict(meta))))
         mngr.wait_until_finished()
 
-    def restore(self, like, *, best=False):
-        """(state, meta) of the newest checkpoint, shaped and sharded like `like`; None if none."""
+    def restore(self, like, *, best=False, warn=print):
+        """(state, meta) of the newest readable checkpoint, shaped and sharded like `like`; None if
+        there is none. An unreadable one (truncated, empty metadata) is reported in one line and
+        the next older one is tried: one bad file never blocks a resume."""
         mngr = self.best if best else self.latest
-        step = mngr.latest_step()
-        if step is None:
-            return None
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-        got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                         meta=ocp.args.JsonRestore()))
-        return got["state"], dict(got["meta"])
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                 meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 (orbax raises many types for a damaged checkpoint)
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+                warn(f"checkpoint {mngr.directory}/{step} is unreadable ({type(e).__name__}: {first}); "
+                     f"trying an older one")
+                continue
+            return got["state"], dict(got["meta"])
+        if mngr.all_steps():
+            raise ValueError(f"no readable checkpoint in {mngr.directory} (steps {sorted(mngr.all_steps())}); "
+                             f"move it away to start this run over")
+        return None
 
     def drop_best_after(self, step):
         """Forget best checkpoints newer than `step` (written after the checkpoint we resume)."""
