@@ -83,11 +83,16 @@ def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None, 
             print(f"{name} seed {seed}: finished, summarizing {run_dir}")
             continue
         print(f"{name} seed {seed}: training in {run_dir}", flush=True)
-        result = train_fn(config, run_dir)
-        if isinstance(result, dict) and result.get("status") == "interrupted":  # SIGINT/SIGTERM stop it too
-            print(f"compare stopped by {result.get('reason')}: run the same command again to resume")
-            raise SystemExit(130 if result.get("reason") == "SIGINT" else 143)
+        stop_if_interrupted(train_fn(config, run_dir), "compare")
     return summarize([workdir], out=workdir, chance=chance)
+
+
+def stop_if_interrupted(result, what):
+    """A run that SIGINT/SIGTERM interrupted (checkpointed) stops the whole `what` too: exit 130
+    or 143, and the same command resumes it."""
+    if isinstance(result, dict) and result.get("status") == "interrupted":
+        print(f"{what} stopped by {result.get('reason')}: run the same command again to resume", flush=True)
+        raise SystemExit(130 if result.get("reason") == "SIGINT" else 143)
 
 
 def _finished(dirs):

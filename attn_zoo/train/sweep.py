@@ -112,10 +112,9 @@ def read_record(path) -> dict:
     return record
 
 
-def _run(config_spec, variant, point, seed, overrides, workdir, records, train_fn, grid=()):
-    """The record of (variant, point, seed): read when it exists, else trained and written.
-    None when the run was interrupted (it resumes on the next call)."""
-    config = configs.load(compare.variant_spec(config_spec, variant), [*overrides, *overrides_for(point, seed)])
+def _run(config, config_spec, variant, point, seed, overrides, workdir, records, train_fn, grid=()):
+    """The record of `config`, the run (variant, point, seed): read when it exists, else trained
+    and written. None when the run was interrupted (it resumes on the next call)."""
     key = config_key(config)
     found = records.get(variant, key)
     if found is not None:
@@ -127,9 +126,7 @@ def _run(config_spec, variant, point, seed, overrides, workdir, records, train_f
     except FloatingPointError as e:  # diverged: a result about this point (too high a rate), kept
         print(f"{variant} {label(point)} seed {seed}: diverged ({e})", flush=True)
         results = {"status": "diverged", "error": str(e)}
-    if results.get("status") == "interrupted":  # SIGINT/SIGTERM: the whole sweep stops (resumable)
-        print(f"sweep stopped by {results.get('reason')}: run the same command again to resume", flush=True)
-        raise SystemExit(130 if results.get("reason") == "SIGINT" else 143)
+    compare.stop_if_interrupted(results, "sweep")
     if results.get("status") not in ("done", "diverged"):
         return None
     record = {"key": key, "variant": variant, "task": config_spec, "point": point, "seed": seed,
@@ -175,14 +172,16 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
     grid_points = points(parse_grid(grid) if grid and isinstance(grid[0], str) else grid)
     # every run's config, loaded (and so checked) before anything trains: a bad variant, grid value
     # or override fails here in one line, not after the runs before it
-    for v in names:
-        for p in grid_points:
-            for s in seeds:
-                configs.load(compare.variant_spec(config_spec, v), [*overrides, *overrides_for(p, s)])
+    loaded = {(v, label(p), s): configs.load(compare.variant_spec(config_spec, v),
+                                              [*overrides, *overrides_for(p, s)])
+              for v in names for p in grid_points for s in seeds}
     records = Records(records or os.path.join(workdir, "records"))
     tune_seed = seeds[0]
-    run = lambda v, p, s: _run(config_spec, v, p, s, overrides, workdir, records, train_fn,  # noqa: E731
-                               grid_points)
+
+    def run(v, p, s):
+        return _run(loaded[v, label(p), s], config_spec, v, p, s, overrides, workdir, records,
+                    train_fn, grid_points)
+
     # variant by variant (its tuning runs, then its seeds), so that rows complete early; the n
     # shards split the tuning runs and the seed runs by their index in these orders
     tuned = len(grid_points) > 1
@@ -194,7 +193,7 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
         for k, s in enumerate(seeds):
             if (j * len(seeds) + k) % count != index:
                 continue
-            best = _best_point(config_spec, v, grid_points, tune_seed, overrides, records)
+            best = _best_point([(p, loaded[v, label(p), tune_seed]) for p in grid_points], v, records)
             if best is None:
                 pending.append(v)
                 continue
@@ -206,13 +205,13 @@ def sweep(config_spec, variants, grid=(), seeds=(0,), workdir="runs/sweep", reco
     return None if boards is None else boards.get(" ".join([config_spec, *overrides]))
 
 
-def _best_point(config_spec, variant, grid_points, tune_seed, overrides, records):
-    """The chosen point, or None while some tuning record is missing."""
-    if len(grid_points) == 1:
-        return grid_points[0]
+def _best_point(tuning_runs, variant, records):
+    """The chosen point among `tuning_runs` ([(point, its config at the tuning seed)]), or None
+    while some tuning record is missing."""
+    if len(tuning_runs) == 1:
+        return tuning_runs[0][0]
     tuning = {}
-    for p in grid_points:
-        config = configs.load(compare.variant_spec(config_spec, variant), [*overrides, *overrides_for(p, tune_seed)])
+    for p, config in tuning_runs:
         found = records.get(variant, config_key(config))
         if found is None:
             return None
