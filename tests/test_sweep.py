@@ -70,6 +70,27 @@ def test_records_are_keyed_by_the_full_config(tmp_path):
     assert all(json.dumps(r["config"]) for r in records)
 
 
+def test_an_option_left_at_its_default_is_not_part_of_the_key(tmp_path):
+    """A record made before a variant gained an option (its default keeping the old behaviour)
+    still matches; a non-default value is another config; `rekey` renames old-style records."""
+    from attn_zoo import configs
+
+    config = configs.load("configs/mqar.py:local,smoke")
+    window = config.attention.window
+    key = sweep.config_key(config)
+    older = config.to_dict()
+    del older["attention"]["block"]  # as if `block` had not existed yet
+    import ml_collections
+    assert sweep.config_key(ml_collections.ConfigDict(older)) == key
+    assert sweep.config_key(configs.load("configs/mqar.py:local,smoke",
+                                         [f"--config.attention.window={window + 1}"])) != key
+    records = sweep.Records(str(tmp_path))
+    records.put({"key": "0" * 16, "variant": "local", "config": config.to_dict(), "results": {},
+                 "task": "mqar", "point": "", "seed": 0, "overrides": []})
+    assert sweep.rekey(str(tmp_path)) == 1 and sweep.rekey(str(tmp_path)) == 0
+    assert records.get("local", key) is not None and records.get("local", "0" * 16) is None
+
+
 def test_two_shards_merge_into_the_leaderboard_of_one_run(tmp_path):
     whole = sweep.sweep(SPEC, "blockwise,linear", GRID, seeds=[0, 1, 2], workdir=str(tmp_path / "one"),
                         train_fn=FakeTrainer())

@@ -24,7 +24,9 @@ import os
 import re
 import subprocess
 
-from attn_zoo import configs
+import ml_collections
+
+from attn_zoo import attention, configs
 from attn_zoo.attention.core.options import parse_literal
 from attn_zoo.train import compare
 
@@ -58,9 +60,36 @@ def overrides_for(point: dict, seed: int) -> list[str]:
 
 
 def config_key(config) -> str:
-    """A stable hash of the full config (every field, the seed included)."""
-    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+    """A stable hash of the full config (every field, the seed included), less the attention
+    options left at their variant's default: adding an option to a variant (its default keeping
+    the old behaviour) must not orphan the records made before it existed. So a change of an
+    option's default changes what old records mean: re-key or delete them (`rekey`)."""
+    fields = json.loads(config.to_json_best_effort())
+    attn = fields.get("attention") or {}
+    if attn.get("name") in attention.names():
+        defaults = attention.get(attn["name"]).defaults
+        fields["attention"] = {k: v for k, v in attn.items()
+                               if k == "name" or k not in defaults or _jsonable(defaults[k]) != v}
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def rekey(directory) -> int:
+    """Renames every record in `directory` to its config's current key (after a change to
+    `config_key`); returns how many changed."""
+    records, changed = Records(directory), 0
+    for record in records.all():
+        key = config_key(ml_collections.ConfigDict(record["config"]))
+        if key != record["key"]:
+            old = records.path(record["variant"], record["key"])
+            records.put({**record, "key": key})
+            os.remove(old)
+            changed += 1
+    return changed
 
 
 def score(results) -> float:
