@@ -62,8 +62,10 @@ def overrides_for(point: dict, seed: int) -> list[str]:
 def config_key(config) -> str:
     """A stable hash of the full config (every field, the seed included), less the attention
     options left at their variant's default: adding an option to a variant (its default keeping
-    the old behaviour) must not orphan the records made before it existed. So a change of an
-    option's default changes what old records mean: re-key or delete them (`rekey`)."""
+    the old behaviour) must not orphan the records made before it existed. A changed default
+    still changes the key (old records hold the old value, now not the default); an option added
+    with a default that changes the old behaviour needs its variant's records deleted. `rekey`
+    renames records after a change to this function."""
     fields = json.loads(config.to_json_best_effort())
     attn = fields.get("attention") or {}
     if attn.get("name") in attention.names():
