@@ -2,7 +2,8 @@
 
 `check(task, d)` returns a Report: `facts` (what was found), `notes` (differences from LRA's
 release that still work, e.g. a smaller count) and `problems` (what would make training fail or
-be wrong, each naming the file). Nothing here trains or writes.
+be wrong, each naming the file: file:line for a bad row, and a split without examples is one).
+Nothing here trains or writes.
 """
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ def _retrieval(r, d):
         if bad:
             r.problems.append(bad)
         n = sum(labels.values())
+        if not n and not bad:
+            r.problems.append(f"{path}: no rows; every split needs at least one")
         r.facts.append(f"{split}: {n:,} pairs, label counts {dict(sorted(labels.items()))}")
         _expect(r, f"{split} pairs", n, wants[split])
 
@@ -151,6 +154,10 @@ def _pathfinder(r, d, resolution=None):
     except (ValueError, FileNotFoundError) as e:
         r.problems.append(str(e))
         return
+    try:
+        pathfinder_io.split_80_10_10(np.zeros((len(labels), 1), np.uint8), labels, d)
+    except ValueError as e:  # fewer than 6 images: a split would be empty
+        r.problems.append(str(e))
     stats = image_stats(images, labels[:len(images)]) if kind == "shards" else None
     r.facts.append(f"{len(labels):,} labels, {np.mean(labels):.4f} positive; images {list(images.shape[1:])}")
     if abs(float(np.mean(labels)) - 0.5) > 0.01:

@@ -34,14 +34,17 @@ def read_batch(path):
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a CIFAR-10 python pickle ({e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError,
+            KeyError, TypeError) as e:  # what pickle raises on bytes that are not a pickle
+        raise ValueError(f"{path}: not a CIFAR-10 python pickle ({type(e).__name__}: {e})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"{path}: expected a dict with b'data' and b'labels', got {keys}")
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise ValueError(f"{path}: b'data' must be uint8 [n, 3072], got {data.dtype} {list(data.shape)}")
+    if not len(data):
+        raise ValueError(f"{path}: holds no images; every batch file needs at least one")
     if labels.shape != (len(data),) or labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise ValueError(f"{path}: b'labels' must be {len(data)} ints in 0..9, got shape {list(labels.shape)} "
                          f"range {labels.min()}..{labels.max()}")
@@ -71,6 +74,9 @@ def load(c) -> Task:
     parts = [read_batch(p) for p in paths[:-1]]
     rgb, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     n_val = c.get("val_size", 5000)
+    if not 1 <= n_val < len(labels):
+        raise ValueError(f"config.data.val_size={n_val} is not allowed with the {len(labels):,} training "
+                         f"images in {d}; allowed: 1 <= val_size < {len(labels):,} (train and val non-empty)")
     test = read_batch(paths[-1])
     splits = {"train": _split(rgb[:-n_val], labels[:-n_val]), "val": _split(rgb[-n_val:], labels[-n_val:]),
               "test": _split(*test)}

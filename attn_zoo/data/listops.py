@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from attn_zoo.data.dataset import Split, Task
+from attn_zoo.data.dataset import Split, Task, decode_line
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -22,6 +22,9 @@ TOKEN_ID = {t: i for i, t in enumerate(VOCAB)}
 NUM_CLASSES = 10
 SPLITS = ("train", "val", "test")
 OPERATOR_PROB = 0.25
+# The longest expressions the generator is asked for: its search (and the length table that
+# check_generator builds, O(max_length²) bit operations) grows with them; 16x LRA's 2000.
+MAX_GENERATED_LENGTH = 32_768
 
 
 class _TooLong(Exception):
@@ -124,6 +127,12 @@ def check_generator(*, min_length, max_length, max_depth, max_args, count, names
     for key, value, low in (("max_depth", max_depth, 1), ("max_args", max_args, 2), ("count", count, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{n[key]}={value!r} is not allowed; allowed: an integer >= {low}")
+    if max_length > MAX_GENERATED_LENGTH + 1:
+        raise ValueError(
+            f"{n['max_length']}={max_length} asks the ListOps generator for expressions of up to "
+            f"{max_length - 1} tokens (min_length={min_length}); it makes at most {MAX_GENERATED_LENGTH} "
+            f"(longer ones would take hours to find); allowed: {n['max_length']} <= {MAX_GENERATED_LENGTH + 1}, "
+            f"or files read from data.dir")
     if max_length <= min_length + 1:
         raise ValueError(
             f"{n['max_length']}={max_length} with {n['min_length']}={min_length} leaves no length for the "
@@ -179,23 +188,15 @@ def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, ma
     return {split: hi - lo for split, (lo, hi) in bounds.items()}
 
 
-def _decode(path, lineno, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                         f"{e.start + 1})") from None
-
-
 def read_tsv(path, max_length) -> Split:
     """Encode one TSV: inputs [N, max_length] int32 (pad 0), explicit mask, labels [N]."""
     inputs, lengths, labels = [], [], []
     with open(path, "rb") as f:
-        header = _decode(path, 1, f.readline()).rstrip("\n")
+        header = decode_line(path, 1, f.readline()).rstrip("\n")
         if header.split("\t") != ["Source", "Target"]:
             raise ValueError(f"{path}:1: expected header 'Source<TAB>Target', got {header!r}")
         for lineno, raw in enumerate(f, start=2):
-            line = _decode(path, lineno, raw)
+            line = decode_line(path, lineno, raw)
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 2 or not fields[1].strip().isdigit() or int(fields[1]) >= NUM_CLASSES:
                 raise ValueError(f"{path}:{lineno}: expected 'Source<TAB>Target' with Target in "

@@ -7,18 +7,21 @@ images k*shard_size ... ; an interrupted generation resumes at the first missing
 LRA layout (e.g. `lra_release/pathfinder32/curv_contour_length_14/`): `metadata/<k>.npy` files
 that are text despite the suffix, one image per line `imgs/<k> sample_<j>.png <i> <label> ...`
 (label in field 3), and the PNGs under `imgs/<k>/`. The reader takes metadata files in numeric
-order. Both layouts split 80/10/10 in file order (train, val, test), as LRA did.
+order. Both layouts split 80/10/10 in file order (train, val, test), as LRA did; a split left
+empty (fewer than 6 images) is refused. Every unreadable file is named (file:line for metadata).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 
 from attn_zoo.data import pathfinder
-from attn_zoo.data.dataset import Split, Task
+from attn_zoo.data.dataset import Split, Task, decode_line
 from attn_zoo.data.text import missing
 
 LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
@@ -35,8 +38,7 @@ def generate(out, *, resolution, difficulty, count, seed=0, shard_size=2000, pro
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "meta.json")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_meta(out)
         if old != meta:
             raise ValueError(f"{path} describes a different data set ({old['count']} images, "
                              f"{old['settings']['resolution']}px {old['difficulty']}, seed {old['seed']}); "
@@ -59,13 +61,26 @@ def generate(out, *, resolution, difficulty, count, seed=0, shard_size=2000, pro
     return meta
 
 
+def read_meta(d) -> dict:
+    """meta.json of a generated directory; ValueError naming it when it is not the JSON we wrote."""
+    path = os.path.join(d, "meta.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if not (meta["count"] >= 1 and meta["shard_size"] >= 1 and "resolution" in meta["settings"]):
+            raise ValueError("count and shard_size must be >= 1, settings must hold the resolution")
+    except (ValueError, KeyError, TypeError) as e:  # JSON, UTF-8, missing keys, wrong types
+        raise ValueError(f"{path}: not a Pathfinder meta.json ({type(e).__name__}: {e}); generate the "
+                         f"directory again") from None
+    return meta
+
+
 def read_shards(d, partial=False):
     """(images [N, R, R] uint8, labels [N] uint8, meta) from a generated directory.
 
     partial: read the leading shards that exist (a generation still under way) instead of failing.
     """
-    with open(os.path.join(d, "meta.json"), encoding="utf-8") as f:
-        meta = json.load(f)
+    meta = read_meta(d)
     n_shards = -(-meta["count"] // meta["shard_size"])
     images, labels = [], []
     for k in range(n_shards):
@@ -75,11 +90,17 @@ def read_shards(d, partial=False):
         if not os.path.exists(path):
             raise missing("Pathfinder", d, f"{path} is missing ({n_shards} shards expected from meta.json)",
                           "Run the generation command again on the same directory: it resumes")
-        with np.load(path) as z:
-            if "images" not in z or "labels" not in z:
-                raise ValueError(f"{path}: expected arrays 'images' and 'labels', got {sorted(z.files)}")
-            images.append(z["images"])
-            labels.append(z["labels"])
+        try:
+            with np.load(path) as z:
+                if "images" not in z or "labels" not in z:
+                    raise ValueError(f"{path}: expected arrays 'images' and 'labels', got {sorted(z.files)}")
+                images.append(z["images"])
+                labels.append(z["labels"])
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError) as e:
+            if str(e).startswith(path):
+                raise
+            raise ValueError(f"{path}: not a readable shard ({type(e).__name__}: {e}); delete it and run "
+                             f"the generation command again (it resumes)") from None
     if not images:
         raise ValueError(f"{d}: no shards written yet")
     images, labels = np.concatenate(images), np.concatenate(labels)
@@ -101,8 +122,9 @@ def read_lra_metadata(d, limit=None):
     """[(png path, label)] from `metadata/*.npy`; raises naming file:line on a malformed line."""
     rows = []
     for path in _metadata_files(d):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, start=1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                line = decode_line(path, lineno, raw)
                 fields = line.split()
                 if not fields:
                     continue
@@ -145,9 +167,14 @@ def layout(d) -> str:
     return "none"
 
 
-def split_80_10_10(images, labels) -> dict:
+def split_80_10_10(images, labels, where="Pathfinder") -> dict:
+    """train, val, test: the first 80%, the next 10%, the last 10%; ValueError if one is empty."""
     n = len(labels)
     a, b = int(n * 0.8), int(n * 0.9)
+    empty = [s for s, size in (("train", a), ("val", b - a), ("test", n - b)) if size == 0]
+    if empty:
+        raise ValueError(f"{where}: {n} images leave the {' and '.join(empty)} split empty (80/10/10 in "
+                         f"file order); every split needs at least one: give at least 6 images")
     flat = images.reshape(n, -1)
     mk = lambda sl: Split(inputs=flat[sl], mask=np.ones(flat[sl].shape, bool),  # noqa: E731
                           labels=labels[sl].astype(np.int32))
@@ -157,8 +184,10 @@ def split_80_10_10(images, labels) -> dict:
 def load(c) -> Task:
     """Shards or LRA layout from c.dir; generated there first when c.generate and c.dir is empty."""
     if c.get("generate", False) and layout(c.dir) == "none":
+        progress = lambda done, total: print(f"pathfinder: generated {done}/{total} images in {c.dir}",  # noqa: E731
+                                             flush=True)
         generate(c.dir, resolution=c.resolution, difficulty=c.difficulty, count=c.generator.count,
-                 seed=c.generator.seed, shard_size=c.generator.shard_size)
+                 seed=c.generator.seed, shard_size=c.generator.shard_size, progress=progress)
     kind = layout(c.dir)
     if kind == "none":
         raise missing(
@@ -174,7 +203,7 @@ def load(c) -> Task:
                              f"asks for {c.resolution} (config.data.resolution)")
     else:
         images, labels = read_lra(c.dir, c.resolution, c.get("limit", 0) or None)
-    return Task(name=f"pathfinder{c.resolution}", splits=split_80_10_10(images, labels),
+    return Task(name=f"pathfinder{c.resolution}", splits=split_80_10_10(images, labels, c.dir),
                 vocab_size=256, num_classes=2)
 
 

@@ -57,7 +57,7 @@ def read_tsv(path, max_length, limit=None) -> Split:
             docs1.append(fields[3])
             docs2.append(fields[4])
     if not labels:
-        raise ValueError(f"{path}: no rows")
+        raise ValueError(f"{path}: no rows; every split needs at least one")
     (a, la), (b, lb) = encode(docs1, max_length), encode(docs2, max_length)
     return Split(inputs=np.stack([a, b], axis=1), mask=LengthMask(np.stack([la, lb], axis=1), max_length),
                  labels=np.asarray(labels, np.int32))

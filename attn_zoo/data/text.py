@@ -87,7 +87,8 @@ def read_split(d, split, max_length) -> Split:
         docs.append(text)
         labels.append(label)
     if not docs:
-        raise ValueError(f"{os.path.join(root(d), split)}: no *.txt reviews under pos/ and neg/")
+        raise ValueError(f"{os.path.join(root(d), split)}: no *.txt reviews under pos/ and neg/; "
+                         f"every split needs at least one")
     ids, lengths = encode(docs, max_length)
     return Split(inputs=ids, mask=LengthMask(lengths, max_length), labels=np.asarray(labels, np.int32))
 
@@ -104,6 +105,10 @@ def load(c) -> Task:
     if c.validation == "test":  # LRA's choice: the test set doubles as validation
         val = test
     elif c.validation == "holdout":
+        if not 1 <= c.holdout < len(train):
+            raise ValueError(f"config.data.holdout={c.holdout} is not allowed with the {len(train):,} "
+                             f"training reviews in {root(c.dir)}; allowed: 1 <= holdout < {len(train):,} "
+                             f"(train and val non-empty)")
         perm = np.random.default_rng(c.get("seed", 0)).permutation(len(train))
         val, train = _subset(train, np.sort(perm[:c.holdout])), _subset(train, np.sort(perm[c.holdout:]))
     else:

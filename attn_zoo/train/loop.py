@@ -260,7 +260,8 @@ def evaluate(workdir, split="test", checkpoint="best", length=None) -> dict:
     when the task's length is fixed, an attention variant's length-sized parameters (its
     `spec.max_length` option) or learned positions are too short (these from the config alone,
     before any data is read), or any other parameter's shape depends on the length (before the
-    checkpoint is read). The result is also appended to <workdir>/extrapolation.jsonl.
+    checkpoint is read), or when the evaluation runs out of memory (one line, not XLA's traceback).
+    The result is also appended to <workdir>/extrapolation.jsonl.
     """
     load_plugins(workdir)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
@@ -284,7 +285,14 @@ def evaluate(workdir, split="test", checkpoint="best", length=None) -> dict:
     if restored is None:
         raise FileNotFoundError(f"no {checkpoint} checkpoint in {workdir}")
     eval_step = jax.jit(steps.make_eval_step(graphdef, config.model.head))
-    result = evaluate_split(eval_step, restored[0], task.splits[split], config.train.batch_size, mesh)
+    try:
+        result = evaluate_split(eval_step, restored[0], task.splits[split], config.train.batch_size, mesh)
+    except jax.errors.JaxRuntimeError as e:  # out of memory: the machine's limit, said in one line
+        if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
+            raise
+        at = "" if length is None else f" at length {length:,}"
+        raise ValueError(f"evaluating {workdir}{at} with batch size {config.train.batch_size} ran out of "
+                         f"memory ({' '.join(str(e).split())[:200]}); try a shorter --length") from None
     out = {"split": split, "checkpoint": checkpoint, "step": int(restored[0]["step"])}
     if length is None:
         return {**out, **result}
@@ -316,7 +324,7 @@ def _check_length(config, trained_length, length):
         raise ValueError(
             f"model.positions='learned': the trained position table has {trained_length + extra} rows "
             f"(data.max_length={trained_length}{plus}), and length {length} needs {need}; learned "
-            f"positions do not extrapolate (sinusoidal ones do)")
+            f"positions do not extrapolate (sinusoidal, rope, alibi and nope do)")
 
 
 def _check_shapes(config, task, trained_length, length):
