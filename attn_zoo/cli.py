@@ -5,23 +5,31 @@ directly. Add a command by writing `_cmd_<name>(sub)` that registers a subparser
 `set_defaults(run=...)`, and listing it in COMMANDS.
 
 An expected user error (a bad config field, variant, seed, path or file; a locked workdir: the
-types in `user_errors()`) is printed as one line, `error: ...`, with exit code 1; any other
-exception keeps its traceback. ATTN_ZOO_TRACEBACK=1 shows the traceback of user errors too.
+types in `user_errors()`; a full or failing disk: DISK_ERRNOS) is printed as one line, `error:
+...`, with exit code 1; any other exception keeps its traceback. ATTN_ZOO_TRACEBACK=1 shows the
+traceback of user errors too.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+
+
+# OSError numbers that say the disk refused a write (full, quota, read-only, failing): one line too
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 def user_errors() -> tuple:
     """The exception types that mean a mistake in the command's input, not a bug: `main` prints
     them as one line. KeyError: an unknown config field; TypeError: an attention option of the
-    wrong type; FloatingPointError: a diverged loss; WorkdirLocked: another trainer's workdir."""
+    wrong type; FloatingPointError: a diverged loss; WorkdirLocked: another trainer's workdir;
+    CheckpointSaveError: a checkpoint the disk could not take (full, an I/O error)."""
+    from attn_zoo.train.checkpoint import CheckpointSaveError
     from attn_zoo.train.lock import WorkdirLocked
     return (FileNotFoundError, NotADirectoryError, KeyError, ValueError, TypeError, FloatingPointError,
-            WorkdirLocked)
+            WorkdirLocked, CheckpointSaveError)
 
 
 def _error(e: BaseException) -> int:
@@ -71,7 +79,8 @@ def _cmd_list(sub):
         from attn_zoo.attention.core import table
         try:
             print(table.variant_table(args.name, markdown=args.format == "markdown") if args.name
-                  else table.registry_table(markdown=args.format == "markdown"))
+                  else table.registry_table(markdown=args.format == "markdown",
+                                            columns=table.LIST_COLUMNS))
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -84,7 +93,8 @@ def _cmd_bench(sub):
     _plugins_arg(p)
     p.add_argument("--variants", default="dense,blockwise,local",
                    help="comma-separated registered names, or 'all'")
-    p.add_argument("--lengths", default="1024,2048,4096,8192")
+    p.add_argument("--lengths", default=None,
+                   help="comma-separated N (default 1024,2048,4096,8192; decode mode: 1024, 2048, ..., 32768)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
@@ -99,9 +109,12 @@ def _cmd_bench(sub):
     p.add_argument("--timeout", type=float, default=900, help="seconds per (variant, length)")
     p.add_argument("--out", default=None, help="directory for NAME.md, NAME.csv, NAME.png")
     p.add_argument("--name", default="bench", help="file stem of the outputs")
-    p.add_argument("--mode", default="attention", choices=["attention", "train-step"],
+    p.add_argument("--mode", default="attention", choices=["attention", "train-step", "decode"],
                    help="attention: the attention call alone; train-step: a whole model training "
-                        "step per variant (LRA's efficiency table)")
+                        "step per variant (LRA's efficiency table); decode: one token-by-token "
+                        "decoding step and the cache size per decodable variant, against context N")
+    p.add_argument("--parallel-max", type=int, default=8192,
+                   help="decode mode: time the parallel causal forward beside it up to this N")
     p.add_argument("--config", default="configs/text.py",
                    help="train-step mode: the model's task config (byte inputs, 2 classes)")
     p.add_argument("--allocator", default="auto", choices=["auto", "system", "tcmalloc", "jemalloc"],
@@ -110,6 +123,8 @@ def _cmd_bench(sub):
 
     def run(args):
         from attn_zoo.bench import run as bench
+        if args.lengths is None:
+            args.lengths = ",".join(str(1024 * 2 ** i) for i in range(6 if args.mode == "decode" else 4))
         _check_bench_args(args)
         bench.main(args)
 
@@ -129,7 +144,7 @@ def _check_bench_args(args):
         if b not in ("xla", "cudnn", "torch") and b not in attention.names():
             raise ValueError(f"--baselines: unknown baseline {b!r}; known: xla, cudnn, torch")
     parse_ints(args.lengths, "--lengths", low=1)
-    for flag in ("batch", "heads", "head_dim", "repeats", "rounds"):
+    for flag in ("batch", "heads", "head_dim", "repeats", "rounds", "parallel_max"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is not allowed; allowed: "
                              f"an integer >= 1")
@@ -176,6 +191,25 @@ def _cmd_eval(sub):
                                     f"(attn-zoo train --workdir {args.workdir} makes one)")
         result = train.evaluate(args.workdir, args.split, args.checkpoint, length=args.length)
         print(json.dumps(result, indent=2))
+
+    p.set_defaults(run=run)
+
+
+def _cmd_generate(sub):
+    p = sub.add_parser("generate", help="sample text from a trained byte LM workdir, token by token")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--prompt", required=True, help="text to continue (its UTF-8 bytes are the prefill)")
+    p.add_argument("--tokens", type=int, required=True, help="bytes to sample")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: softmax(logits / T)")
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(args):
+        from attn_zoo.train import generate
+        r = generate.generate(args.workdir, args.prompt, args.tokens, temperature=args.temperature,
+                              seed=args.seed)
+        print(r["prompt"] + r["text"])
+        print(f"{r['tokens']} tokens at {r['tokens_per_s']:.1f} tokens/s ({r['attention']}, step "
+              f"{r['step']}; prefill {r['prefill_s']:.2f} s)", file=sys.stderr)
 
     p.set_defaults(run=run)
 
@@ -342,8 +376,8 @@ def _cmd_summarize(sub):
     p.set_defaults(run=run)
 
 
-COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_data, _cmd_pattern, _cmd_compare,
-            _cmd_sweep, _cmd_summarize]
+COMMANDS = [_cmd_list, _cmd_bench, _cmd_train, _cmd_eval, _cmd_generate, _cmd_data, _cmd_pattern,
+            _cmd_compare, _cmd_sweep, _cmd_summarize]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,7 +421,8 @@ def main(argv=None) -> int:
     try:
         return args.run(args) or 0
     except Exception as e:
-        if not isinstance(e, user_errors()) or os.environ.get("ATTN_ZOO_TRACEBACK"):
+        disk = isinstance(e, OSError) and e.errno in DISK_ERRNOS  # the machine's, not a bug
+        if not (isinstance(e, user_errors()) or disk) or os.environ.get("ATTN_ZOO_TRACEBACK"):
             raise
         return _error(e)
 

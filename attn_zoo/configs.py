@@ -97,6 +97,7 @@ NONNEGATIVE = Rule(lambda v: _number(v) and v >= 0, "a finite number >= 0")
 DROPOUT = Rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 HEADS = ("classifier", "dual", "token", "lm")  # model.head (models.transformer builds each)
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "nope")  # model.positions (models.positions)
 
 # field -> rule, checked when present (task configs differ)
 FIELD_RULES = {
@@ -104,7 +105,11 @@ FIELD_RULES = {
     "model.num_heads": SIZE, "model.dropout": DROPOUT, "model.attention_dropout": DROPOUT,
     "model.num_global_tokens": COUNT, "model.short_conv": COUNT,
     "model.head": one_of(*HEADS), "model.pooling": one_of("cls", "mean"),
-    "model.positions": one_of("sinusoidal", "learned"),
+    "model.positions": one_of(*POSITIONS),
+    "model.num_kv_heads": Rule(lambda v: v is None or (_integer(v) and v >= 0),
+                               "an integer >= 0 (0 or None: num_heads) that divides num_heads"),
+    "model.rope_base": RATE, "model.rope_fraction": Rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "data.pack": Rule(lambda v: isinstance(v, bool), "True or False"),  # bytelm
     "train.num_steps": SIZE, "train.batch_size": SIZE, "train.eval_every": SIZE,
     "train.log_every": SIZE, "train.checkpoint_every": SIZE, "train.keep_checkpoints": SIZE,
     "train.learning_rate": RATE, "train.warmup_steps": COUNT, "train.weight_decay": NONNEGATIVE,
@@ -128,6 +133,31 @@ def _heads_divide_qkv(config):
                        -(-m.qkv_dim // m.num_heads) * m.num_heads})
         raise ValueError(f"config.model.qkv_dim={m.qkv_dim} is not allowed with config.model.num_heads="
                          f"{m.num_heads}; allowed: a multiple of num_heads (e.g. {' or '.join(map(str, near))})")
+
+
+def _kv_heads_divide_heads(config):
+    m = config.model
+    kv = m.get("num_kv_heads", 0) or m.num_heads
+    if m.num_heads % kv:
+        raise ValueError(f"config.model.num_kv_heads={kv} is not allowed with config.model.num_heads="
+                         f"{m.num_heads}; allowed: a divisor of num_heads (0: num_heads)")
+
+
+def _variants_support_the_model(config):
+    """positions='alibi' and packed rows (data.pack) need every layer's variant to take
+    alibi_slopes and segment_ids (spec.alibi, spec.segments)."""
+    from attn_zoo import attention
+    from attn_zoo.attention.core import contract, registry
+    needs = [(feature, field, value) for feature, field, value, on in (
+        ("alibi", "model.positions", "'alibi'", config.model.get("positions") == "alibi"),
+        ("segments", "data.pack", "True", "data" in config and config.data.get("pack", False))) if on]
+    for a in layer_attention(config.model, config.attention) if needs else ():
+        spec = attention.get(a["name"])
+        for feature, field, value in needs:
+            if not getattr(spec, feature):
+                raise ValueError(f"config.{field}={value} is not allowed with attention '{spec.name}'; allowed: "
+                                 f"a variant that takes {contract.FEATURES[feature]}: "
+                                 f"{', '.join(registry.supporting(feature))}")
 
 
 def _one_attention_per_layer(config):
@@ -175,7 +205,8 @@ def _copy(config):
 
 
 # checks between fields: (the sections they need, function raising a one-line ValueError)
-CROSS_CHECKS = [(("model",), _heads_divide_qkv), (("model",), _one_attention_per_layer)]
+CROSS_CHECKS = [(("model",), _heads_divide_qkv), (("model",), _kv_heads_divide_heads),
+                (("model",), _one_attention_per_layer), (("model", "attention"), _variants_support_the_model)]
 # data.task -> the consistency of its data settings (the generators' own rules)
 TASK_CHECKS = {"listops": _listops_generator, "mqar": _mqar, "recall": _recall, "copy": _copy}
 

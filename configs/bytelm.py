@@ -12,7 +12,12 @@ decay 0.1, up to 64 MB of training text.
 Smoke (~20 s on CPU): attn-zoo train --config configs/bytelm.py:local,smoke --workdir /tmp/lm-smoke
 Presets: smoke; cpu (1 layer, emb 64, 2 heads, length 256, 2 MB of training text, 64 kB val/test,
 batch 8, 300 steps, lr 3e-3; dense ~11 s per run on 2 CPU cores, next-byte test accuracy ~0.23 vs
-0.20 for the most frequent byte), used by experiments/lra_cpu.sh.
+0.20 for the most frequent byte), used by experiments/lra_cpu.sh; packed (data.pack=True: files
+packed into rows with segment_ids, each ending with byte 0, no target scored across files; the
+default cuts each file into windows); rope (model.positions='rope', adding model.rope_base and
+model.rope_fraction to override); gqa (model.num_kv_heads=1: one key/value head; override it
+for grouped heads). Other positions: --config.model.positions=alibi|nope|sinusoidal|learned.
+These presets add fields, so configs without them (the suites' records) keep their keys.
 """
 import ml_collections
 
@@ -54,4 +59,16 @@ def _cpu(c):
     configs.short_options(c, 256)
 
 
-PRESETS = {"smoke": _smoke, "cpu": _cpu}
+def _packed(c):
+    c.data.pack = True
+
+
+def _rope(c):
+    c.model.positions, c.model.rope_base, c.model.rope_fraction = "rope", 10000.0, 1.0
+
+
+def _gqa(c):
+    c.model.num_kv_heads = 1
+
+
+PRESETS = {"smoke": _smoke, "cpu": _cpu, "packed": _packed, "rope": _rope, "gqa": _gqa}

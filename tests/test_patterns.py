@@ -86,6 +86,21 @@ def test_bigbird_random_blocks(causal):
     assert not np.array_equal(a, spec.pattern(30, 30, causal=causal, rng=jax.random.PRNGKey(9), **opts))
 
 
+def test_bigbird_global_blocks_are_the_first_and_the_last():
+    """The paper's ITC form (google-research's code): the first and last blocks are global, as
+    queries and as keys; global_at='start' keeps the first num_global only."""
+    spec = attention.get("bigbird")
+    opts = dict(block=3, num_sliding=1, num_random=0, rng=RNG)
+    ends, start = (spec.pattern(15, 15, global_at=g, **opts) for g in ("ends", "start"))
+    blocks = lambda m: m[::3, ::3].astype(int)  # noqa: E731 (one entry per block pair)
+    np.testing.assert_array_equal(blocks(ends), [[1, 1, 1, 1, 1], [1, 1, 0, 0, 1], [1, 0, 1, 0, 1],
+                                                 [1, 0, 0, 1, 1], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(blocks(start), [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0],
+                                                  [1, 0, 0, 1, 0], [1, 0, 0, 0, 1]])
+    causal = spec.pattern(15, 15, causal=True, **opts)
+    assert causal[12:].sum() == np.tril(np.ones((15, 15), bool))[12:].sum()  # the last block sees all past
+
+
 def test_bigbird_params_blocks_are_fixed_and_exact():
     """random_source='params': the same blocks whatever the rng, equal to dense on chosen_pattern."""
     spec = attention.get("bigbird")

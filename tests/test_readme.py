@@ -61,3 +61,12 @@ def test_front_table_cells_come_from_the_suite_csv():
     acc = front.accuracies(rows)
     assert acc[("local", "mqar-L64-N4-d64")] == "50.0 ± 25.0 (n=3)"
     assert acc[("local", "bytelm")] == "3.478 (n=1)"  # bits as they are; one seed: no interval
+
+
+def test_the_attention_example_runs():
+    """The README's "Using an attention function" block runs as written."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Using an attention function"):].split("```python")[1].split("```")[0]
+    scope = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["out"].shape == (2, 1000, 4, 64) and scope["out_t"].shape == (2, 1, 4, 64)

@@ -24,9 +24,10 @@ def test_unknown_name_lists_known_names():
 
 def test_unknown_option_raises_and_defaults_fill_in():
     spec = attention.get("local")
-    with pytest.raises(TypeError, match="has no option \\['windw'\\]; its options are: block, engine, window"):
+    with pytest.raises(TypeError, match="has no option \\['windw'\\]; its options are: block, engine, sink, window"):
         spec.options(windw=3)
-    assert spec.options(window=5) == {"window": 5, "block": spec.defaults["block"], "engine": "auto"}
+    assert spec.options(window=5) == {"window": 5, "block": spec.defaults["block"], "engine": "auto",
+                                      "sink": False}
 
 
 def test_clear_errors_for_bad_inputs():
@@ -81,7 +82,8 @@ def test_variant_registered_outside_the_package_is_tested(tmp_path):
          "-k", "my_plugin_attention", "-p", "no:cacheprovider", "-p", "no:xdist"],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "11 passed" in result.stdout, result.stdout[-2000:]  # 10 checks + matches_dense
+    # 10 checks + matches_dense + decode + the contract's gqa, segments, sink, alibi
+    assert "16 passed" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.parametrize("name,options,error", [

@@ -38,8 +38,10 @@ def test_formulas():
     assert get("synthesizer").decoding_state(100, H8, D64, mix_dot=True) == 2 * 100 * H8 * D64
     assert get("routing").decoding_state(L, H8, D64, num_clusters=3, window=5) == 2 * 15 * H8 * D64
     assert get("reformer").decoding_state(L, H8, D64, n_buckets=1, chunk=4) == 2 * 4 * H8 * D64
-    bigbird = get("bigbird").decoding_state(L, H8, D64, num_random=0, block=8)
+    bigbird = get("bigbird").decoding_state(L, H8, D64, num_random=0, block=8, global_at="start")
     assert bigbird == 2 * (16 + 8) * H8 * D64  # blocks 126, 127 and the global block 0
+    # the paper's form: the last block, still to come while decoding, sees every past key
+    assert get("bigbird").decoding_state(L, H8, D64, num_random=0, block=8) == 2 * L * H8 * D64
     with pytest.raises(ValueError, match="max_length=512"):
         get("synthesizer").decoding_state(1024, H8, D64)
 
@@ -79,6 +81,8 @@ PATTERNS = [  # exact variants with fixed patterns: (name, options)
     ("bigbird", {"block": 3, "num_random": 0}),
     ("bigbird", {"block": 4, "num_sliding": 1, "num_global": 2, "num_random": 0}),
     ("bigbird", {"block": 4, "num_random": 2}),
+    ("bigbird", {"block": 3, "num_random": 0, "global_at": "start"}),
+    ("bigbird", {"block": 4, "num_sliding": 1, "num_global": 2, "num_random": 0, "global_at": "start"}),
     ("mixture", {"groups": "local(window=2)*1 + strided(stride=3, span=6)*1"}),
 ]
 

@@ -4,11 +4,13 @@
     attention.names(); spec = attention.get("local")
     out = spec.apply(params, q, k, v, key_mask=m, causal=False, window=64)
     attention.state_size({"name": "local", "window": 64}, L, H, D)   # decoding state, floats
+    out = attention.decode(spec, params, q, k, v, window=64)  # causal, token by token (lax.scan)
 
 Importing this package registers every built-in variant, then the plugins named in
 $ATTN_ZOO_PLUGINS or entry points (`plugins`); `register` adds your own.
 """
 from attn_zoo.attention.core.registry import AttentionSpec, get, names, register, unregister
+from attn_zoo.attention.core.decode import decode
 
 
 def _import_builtins():
@@ -38,4 +40,4 @@ from attn_zoo.attention import plugins  # noqa: E402  (after the built-ins: plug
 
 plugins.load_environment()
 
-__all__ = ["AttentionSpec", "get", "names", "plugins", "register", "state_size", "unregister"]
+__all__ = ["AttentionSpec", "decode", "get", "names", "plugins", "register", "state_size", "unregister"]

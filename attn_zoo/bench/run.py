@@ -4,7 +4,8 @@ Each (variant, length) runs in a fresh process (`python -m attn_zoo.bench.worker
 memory is its own and an out-of-memory kill is reported as such while the run goes on; lengths run
 shortest first. Workers run under a caching malloc (tcmalloc or jemalloc, LD_PRELOAD) when one is
 installed (see common.ALLOCATORS). The suites (attention_alone, train_step) say what is measured
-and build the reports; ratios in a report compare numbers taken in the same run.
+and build the reports; ratios in a report compare numbers taken in the same run. The decode suite
+(`bench/decode.py`) runs in this process.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from attn_zoo.bench import attention_alone, train_step
+from attn_zoo.bench import attention_alone, decode, train_step
 from attn_zoo.bench.common import malloc_preload, save_rows, write_csv
 
 
@@ -71,9 +72,11 @@ def write(rows, args, wall_s, gemm, out, name="bench"):
 
 
 def main(args):
-    """Run the suite args.mode names ('attention' or 'train-step'); returns its rows."""
+    """Run the suite args.mode names ('attention', 'train-step' or 'decode'); returns its rows."""
     if args.mode == "train-step":
         return run_train_step(args)
+    if args.mode == "decode":  # one process (see bench/decode.py)
+        return decode.run(args)
     return run_attention(args)
 
 

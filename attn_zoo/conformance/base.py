@@ -396,6 +396,11 @@ class _raises:
         return True
 
 
+# The contract's extensions, checks 8-10 (grouped K/V heads, segment_ids, sinks, ALiBi: contract.py;
+# decoding: decode.py), join CHECKS in the package's __init__ (they build on this module).
+CONTRACT_CHECKS = ("gqa", "segments", "sink", "alibi")
+
+
 CHECKS: dict[str, Callable[[AttentionSpec, Mapping[str, Any]], None]] = {
     "shapes": check_shapes, "vmap": check_vmap, "key_mask": check_key_mask,
     "causal": check_causal, "empty_rows": check_empty_rows, "bf16": check_bf16,
@@ -408,7 +413,7 @@ CHECKS: dict[str, Callable[[AttentionSpec, Mapping[str, Any]], None]] = {
 def applicable(spec: AttentionSpec) -> list[str]:
     """The checks that apply to a spec (dense is the reference itself: tested on formulas)."""
     out = ["shapes", "vmap", "key_mask", "no_key_mask", "causal", "empty_rows", "nan", "bf16",
-           "defaults", "bad_input"]
+           "defaults", "bad_input", "decode", *CONTRACT_CHECKS]
     if spec.exact and spec.name != "dense":
         out.append("matches_dense")
     if not spec.exact and spec.exact_limit is not None:
@@ -426,6 +431,8 @@ def cases(specs) -> list[tuple[str, int, str]]:
             for check in applicable(spec):
                 if check in ("exact_limit", "bad_input", "defaults") and i > 0:
                     continue  # independent of the option set
+                if check in CONTRACT_CHECKS and i > 0 and "engine" not in spec.test_options[i]:
+                    continue  # the first option set, and those that pick another engine
                 out.append((spec.name, i, check))
     return out
 

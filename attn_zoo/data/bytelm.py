@@ -6,6 +6,13 @@ byte and decodes as UTF-8. Files are split into train/val/test by a hash of thei
 path (never by position inside a file), then each file is cut into windows of max_length bytes;
 a file's last window is padded with an explicit mask. Metric: bits per byte = loss / ln 2 over
 predicted bytes (every byte of a window but its first).
+
+data.pack=True (absent: False, the windows above): each split's files, each followed by the
+separator byte 0 (text files hold no NUL byte), are concatenated and cut into rows of max_length
+bytes (only the last row is padded), with segment_ids per byte (one segment per file; a file cut
+by a row's end continues as a new segment in the next row). The model attends within segments,
+and a byte is predicted only from its own file: every byte of a segment but its first is scored,
+so the separator (the end of each file) is predicted too.
 """
 from __future__ import annotations
 
@@ -56,10 +63,35 @@ def windows(data: bytes, length):
         yield data[start:start + length]
 
 
-def read_corpus(d, *, max_length, val_percent, test_percent, max_bytes):
-    """{split: (windows [n, L] uint8, lengths [n])}; each split stops after max_bytes[split] bytes."""
-    chunks = {s: [] for s in ("train", "val", "test")}
-    used = dict.fromkeys(chunks, 0)
+SEPARATOR = 0  # ends each file in packed rows (is_text files hold no NUL byte)
+
+
+class SegmentIds:
+    """Array-like [n, L] int32 segment ids of packed rows, computed at indexing time from the file
+    start offsets in the concatenated stream: row r holds stream bytes r·L .. r·L + L - 1; the
+    padding after the stream's end gets its own id (len(starts))."""
+
+    def __init__(self, starts, total, length):
+        self.starts, self.total = np.asarray(starts, np.int64), int(total)
+        self.shape = (-(-self.total // length), length)
+        self.dtype, self.ndim = np.dtype(np.int32), 2
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        offset = np.asarray(idx, np.int64)[..., None] * self.shape[1] + np.arange(self.shape[1])
+        ids = np.searchsorted(self.starts, offset, side="right") - 1
+        return np.where(offset < self.total, ids, len(self.starts)).astype(np.int32)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[np.arange(len(self))], dtype=dtype)
+
+
+def _files(d, val_percent, test_percent, max_bytes):
+    """{split: [file bytes]} in path order; each split stops after max_bytes[split] bytes."""
+    files = {s: [] for s in ("train", "val", "test")}
+    used = dict.fromkeys(files, 0)
     for rel in list_files(d):
         split = split_of(rel, val_percent, test_percent)
         if used[split] >= max_bytes[split]:
@@ -70,13 +102,34 @@ def read_corpus(d, *, max_length, val_percent, test_percent, max_bytes):
             continue
         data = data[:max_bytes[split] - used[split]]
         used[split] += len(data)
-        chunks[split].extend(w for w in windows(data, max_length) if len(w) > 1)
+        files[split].append(data)
+    return files
+
+
+def read_corpus(d, *, max_length, val_percent, test_percent, max_bytes):
+    """{split: (windows [n, L] uint8, lengths [n])}; each split stops after max_bytes[split] bytes."""
     out = {}
-    for s, ws in chunks.items():
+    for s, docs in _files(d, val_percent, test_percent, max_bytes).items():
+        ws = [w for data in docs for w in windows(data, max_length) if len(w) > 1]
         ids = np.zeros((len(ws), max_length), np.uint8)
         for i, w in enumerate(ws):
             ids[i, :len(w)] = np.frombuffer(w, np.uint8)
         out[s] = (ids, np.asarray([len(w) for w in ws], np.int32))
+    return out
+
+
+def pack_corpus(d, *, max_length, val_percent, test_percent, max_bytes):
+    """{split: (rows [n, L] uint8, lengths [n], SegmentIds [n, L])}: the split's files, each
+    followed by SEPARATOR, concatenated and cut into rows of max_length bytes."""
+    out = {}
+    for s, docs in _files(d, val_percent, test_percent, max_bytes).items():
+        stream = b"".join(data + bytes([SEPARATOR]) for data in docs)
+        starts = np.cumsum([0] + [len(data) + 1 for data in docs[:-1]]) if docs else np.zeros(0)
+        n = -(-len(stream) // max_length)
+        ids = np.zeros(n * max_length, np.uint8)
+        ids[:len(stream)] = np.frombuffer(stream, np.uint8)
+        lengths = np.clip(len(stream) - max_length * np.arange(n), 0, max_length).astype(np.int32)
+        out[s] = (ids.reshape(n, max_length), lengths, SegmentIds(starts, len(stream), max_length))
     return out
 
 
@@ -86,13 +139,15 @@ def load(c) -> Task:
         raise missing("byte-LM", d, "the directory does not exist",
                       "Set config.data.dir to any folder of text files, or '' for the Python standard library")
     mb = {"train": c.max_train_bytes, "val": c.max_eval_bytes, "test": c.max_eval_bytes}
-    corpus = read_corpus(d, max_length=c.max_length, val_percent=c.val_percent,
-                         test_percent=c.test_percent, max_bytes=mb)
-    empty = [s for s, (ids, _) in corpus.items() if len(ids) == 0]
+    pack = c.get("pack", False)
+    corpus = (pack_corpus if pack else read_corpus)(
+        d, max_length=c.max_length, val_percent=c.val_percent, test_percent=c.test_percent, max_bytes=mb)
+    empty = [s for s, (ids, *_) in corpus.items() if len(ids) == 0]
     if empty:
         raise ValueError(f"byte-LM: no text files fell into the {', '.join(empty)} split(s) under {d!r} "
                          f"({len(list_files(d))} files; split by path hash with val {c.val_percent}% and "
                          f"test {c.test_percent}%): use a directory with more files")
-    splits = {s: Split(inputs=ids, mask=LengthMask(n, c.max_length), labels=np.zeros(len(ids), np.int32))
-              for s, (ids, n) in corpus.items()}
+    splits = {s: Split(inputs=ids, mask=LengthMask(n, c.max_length), labels=np.zeros(len(ids), np.int32),
+                       segment_ids=seg[0] if seg else None)
+              for s, (ids, n, *seg) in corpus.items()}
     return Task(name="bytelm", splits=splits, vocab_size=VOCAB_SIZE, num_classes=VOCAB_SIZE)

@@ -20,11 +20,13 @@ class Split:
     Retrieval pairs: inputs and mask [N, 2, L]. Per-token tasks (recall, copy): labels [N, L] with
     -1 where nothing is scored. Any array-like with shape and integer-array indexing works
     (synthetic tasks generate their examples when indexed; byte tasks build masks from lengths).
+    segment_ids [N, L] int (packed rows: a segment is one document) or None; batches carry it.
     """
 
     inputs: np.ndarray
     mask: np.ndarray
     labels: np.ndarray
+    segment_ids: np.ndarray | None = None
 
     def __len__(self):
         return len(self.labels)
@@ -58,8 +60,15 @@ def train_batch(split: Split, step: int, batch_size: int, seed: int) -> dict[str
         raise ValueError(f"batch size {batch_size} is larger than the training split ({len(split)})")
     epoch, i = divmod(step, per_epoch)
     idx = epoch_order(seed, epoch, len(split))[i * batch_size:(i + 1) * batch_size]
-    return {"inputs": split.inputs[idx], "mask": split.mask[idx], "labels": split.labels[idx],
-            "weight": np.ones(batch_size, np.float32)}
+    return _with_segments(split, idx, {"inputs": split.inputs[idx], "mask": split.mask[idx],
+                                       "labels": split.labels[idx], "weight": np.ones(batch_size, np.float32)})
+
+
+def _with_segments(split, idx, batch):
+    """batch plus "segment_ids" when the split has them (packed rows)."""
+    if getattr(split, "segment_ids", None) is not None:
+        batch["segment_ids"] = np.asarray(split.segment_ids[idx])
+    return batch
 
 
 def eval_batches(split: Split, batch_size: int):
@@ -68,8 +77,8 @@ def eval_batches(split: Split, batch_size: int):
         idx = np.arange(start, start + batch_size)
         weight = (idx < len(split)).astype(np.float32)
         idx = np.minimum(idx, len(split) - 1)
-        yield {"inputs": split.inputs[idx], "mask": split.mask[idx], "labels": split.labels[idx],
-               "weight": weight}
+        yield _with_segments(split, idx, {"inputs": split.inputs[idx], "mask": split.mask[idx],
+                                          "labels": split.labels[idx], "weight": weight})
 
 
 def chance(split: Split, head: str, vocab_size: int) -> dict[str, float]:
@@ -84,8 +93,12 @@ def chance(split: Split, head: str, vocab_size: int) -> dict[str, float]:
         labels = np.asarray(split.labels[idx])
         if next_token is None:
             next_token = head == "lm" and labels.ndim == 1
-        if next_token:  # the targets are inputs[:, 1:] where the mask holds
-            targets = np.asarray(split.inputs[idx])[:, 1:][np.asarray(split.mask[idx])[:, 1:]]
+        if next_token:  # the targets are inputs[:, 1:] where the mask holds (and, packed, in-segment)
+            scored = np.asarray(split.mask[idx])[:, 1:]
+            if getattr(split, "segment_ids", None) is not None:
+                seg = np.asarray(split.segment_ids[idx])
+                scored = scored & (seg[:, 1:] == seg[:, :-1])
+            targets = np.asarray(split.inputs[idx])[:, 1:][scored]
         else:
             targets = labels[labels >= 0] if labels.ndim > 1 else labels
         counts[:max(vocab_size, 2)] += np.bincount(targets.ravel(), minlength=len(counts))[:len(counts)]
@@ -95,3 +108,13 @@ def chance(split: Split, head: str, vocab_size: int) -> dict[str, float]:
         nz = p[p > 0]
         out["bits_per_byte"] = float(-(nz * np.log2(nz)).sum())
     return out
+
+
+def decode_line(path, lineno, raw: bytes) -> str:
+    """One line of a text file as str; a ValueError naming file:line, the byte and its column
+    when it is not UTF-8 (the readers' one-line decode error)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                         f"{e.start + 1})") from None

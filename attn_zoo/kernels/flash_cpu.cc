@@ -1,7 +1,10 @@
 // Fused exact attention for XLA:CPU (jax.ffi): online softmax over key blocks, FlashAttention-2.
 //
-// Query i sees key j iff dlo <= i - j <= dhi and key_mask[j]. With dlo/dhi unbounded this is
-// full attention (`blockwise`), with dlo = 0 causal, with both finite a band (`local`).
+// Query i sees key j iff dlo <= i - j <= dhi and key_mask[j] (and, with segments, q_seg[i] ==
+// kv_seg[j]). With dlo/dhi unbounded this is full attention (`blockwise`), with dlo = 0 causal,
+// with both finite a band (`local`). Grouped heads: k and v have Hk = H / groups heads, query
+// head h reads key head h / groups (no repeated copy). ALiBi: the scaled logit of (i, j) gets
+// - slope[h] * |i - j| inside the tile.
 // Layouts (attribute tokens_first): heads first, q [B..., H, L, D], k [B..., H, S, D],
 // v [B..., H, S, Dv], out [B..., H, L, Dv], lse [B..., H, L], so that a head's rows are contiguous
 // (strided rows 2 KB apart thrash the caches when OpenBLAS packs them); or tokens first, the
@@ -193,7 +196,20 @@ inline float row_max(const float* x, int64_t n) {
 
 // ---------------------------------------------------------------- geometry and masks
 struct Shape {
-  int64_t B, L, S, H, D, Dv;
+  int64_t B, L, S, H, D, Dv, Hk, G;  // H query heads, Hk = H / G key/value heads
+};
+
+// The optional extras, per batch row b (flattened) and query head h: segment ids [B, L], [B, S]
+// and ALiBi slopes [B, H] (broadcast over the batch by the caller); null when off.
+struct Extras {
+  const int32_t *qseg = nullptr, *kseg = nullptr;
+  const float* slopes = nullptr;
+  int64_t L = 0, S = 0, H = 0;
+  bool any() const { return qseg != nullptr || slopes != nullptr; }
+  // Is (i, j) visible as far as segments go?
+  bool same(int64_t b, int64_t i, int64_t j) const {
+    return qseg == nullptr || qseg[b * L + i] == kseg[b * S + j];
+  }
 };
 
 // Where row i of head bh (= b·H + h) of a tensor with N rows per head and last axis X lies, in
@@ -260,13 +276,22 @@ const float* unmasked_rows(const float* x, int64_t ld, int64_t X, int64_t n, con
 // Logit tile s [nr, nc] (row stride nc) for queries i0.. and keys j0..: masked entries -> -inf
 // (assigned: a masked key's NaN logit must not survive).
 void mask_tile(float* s, int64_t nr, int64_t nc, int64_t i0, int64_t j0, const Band& band,
-               const KeyMask& km, int64_t b) {
+               const KeyMask& km, int64_t b, const Extras& ex, int64_t h) {
   const bool all_keys = km.visible(b, j0, j0 + nc) == nc;
   const bool all_band = band.covers(i0, i0 + nr, j0, j0 + nc);
-  if (all_keys && all_band) return;
+  if (all_keys && all_band && !ex.any()) return;
   const float* kb = km.row(b) + j0;
+  const float slope = ex.slopes ? ex.slopes[b * ex.H + h] : 0.0f;
   for (int64_t r = 0; r < nr; ++r) {
     float* row = s + r * nc;
+    if (ex.slopes)  // before the masks, which assign -inf
+      for (int64_t c = 0; c < nc; ++c)
+        row[c] -= slope * static_cast<float>(std::abs(i0 + r - (j0 + c)));
+    if (ex.qseg) {
+      const int32_t qs = ex.qseg[b * ex.L + i0 + r];
+      const int32_t* ks = ex.kseg + b * ex.S + j0;
+      for (int64_t c = 0; c < nc; ++c) row[c] = ks[c] == qs ? row[c] : kNegInf;
+    }
     if (!all_keys)
       for (int64_t c = 0; c < nc; ++c) row[c] = kb[c] == 0.0f ? row[c] : kNegInf;
     if (!all_band) {
@@ -316,7 +341,8 @@ Shape shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<f
                bool tf) {
   auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   const size_t r = qd.size(), n = rows_axis(r, tf);
-  Shape s{1, qd[n], kd[n], qd[heads_axis(r, tf)], qd[r - 1], vd[r - 1]};
+  const int64_t H = qd[heads_axis(r, tf)], Hk = kd[heads_axis(r, tf)];
+  Shape s{1, qd[n], kd[n], H, qd[r - 1], vd[r - 1], Hk, H / Hk};
   for (size_t a = 0; a + 3 < r; ++a) s.B *= qd[a];
   return s;
 }
@@ -332,31 +358,60 @@ ffi::Error check(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer
     if (kd[a] != qd[a] || vd[a] != qd[a] || md[a] != qd[a])
       return ffi::Error::InvalidArgument("flash_cpu: batch axes differ");
   const size_t n = rows_axis(r, tf), h = heads_axis(r, tf);
-  if (kd[n] != vd[n] || md[r - 3] != kd[n] || kd[h] != qd[h] || vd[h] != qd[h] ||
+  if (kd[n] != vd[n] || md[r - 3] != kd[n] || kd[h] < 1 || qd[h] % kd[h] != 0 || vd[h] != kd[h] ||
       kd[r - 1] != qd[r - 1])
     return ffi::Error::InvalidArgument("flash_cpu: q, k, v, key_mask shapes do not agree");
   return ffi::Error::Success();
 }
 
+Extras extras_of(ffi::Buffer<ffi::S32>& qseg, ffi::Buffer<ffi::S32>& kseg,
+                 ffi::Buffer<ffi::F32>& slopes, const Shape& sh, int64_t use_segments,
+                 int64_t use_alibi) {
+  Extras ex;
+  ex.L = sh.L;
+  ex.S = sh.S;
+  ex.H = sh.H;
+  if (use_segments) {
+    ex.qseg = qseg.typed_data();
+    ex.kseg = kseg.typed_data();
+  }
+  if (use_alibi) ex.slopes = slopes.typed_data();
+  return ex;
+}
+
+ffi::Error check_extras(ffi::Buffer<ffi::S32>& qseg, ffi::Buffer<ffi::S32>& kseg,
+                        ffi::Buffer<ffi::F32>& slopes, const Shape& sh) {
+  if (qseg.element_count() != static_cast<size_t>(sh.B * sh.L) ||
+      kseg.element_count() != static_cast<size_t>(sh.B * sh.S) ||
+      slopes.element_count() != static_cast<size_t>(sh.B * sh.H))
+    return ffi::Error::InvalidArgument("flash_cpu: q_seg [..., L], kv_seg [..., S], slopes [..., H] expected");
+  return ffi::Error::Success();
+}
+
 // ---------------------------------------------------------------- forward
 ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                   ffi::Buffer<ffi::PRED> km, ffi::ResultBuffer<ffi::F32> out,
+                   ffi::Buffer<ffi::PRED> km, ffi::Buffer<ffi::S32> qseg, ffi::Buffer<ffi::S32> kseg,
+                   ffi::Buffer<ffi::F32> slopes, ffi::ResultBuffer<ffi::F32> out,
                    ffi::ResultBuffer<ffi::F32> lse, float scale, int64_t dlo, int64_t dhi,
-                   int64_t block_q, int64_t block_k, int64_t tokens_first) {
+                   int64_t block_q, int64_t block_k, int64_t tokens_first, int64_t use_segments,
+                   int64_t use_alibi) {
   const bool tf = tokens_first != 0;
   if (auto err = check(q, k, v, km, tf); !err.success()) return err;
   const Shape sh = shape_of(q, k, v, tf);
+  if (auto err = check_extras(qseg, kseg, slopes, sh); !err.success()) return err;
+  const Extras ex = extras_of(qseg, kseg, slopes, sh, use_segments, use_alibi);
   const Band band{dlo, dhi};
   const KeyMask mask(km.typed_data(), sh.B, sh.S);
   const int64_t bq = std::max<int64_t>(1, block_q), bk = std::max<int64_t>(1, block_k);
   const int64_t nq = (sh.L + bq - 1) / bq;
   const float *Q = q.typed_data(), *K = k.typed_data(), *V = v.typed_data();
   float *O = out->typed_data(), *LSE = lse->typed_data();
-  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.H, sh.S};
+  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.Hk, sh.S};
   const int64_t ldq = lq.ld(sh.D), ldk = lk.ld(sh.D), ldv = lk.ld(sh.Dv);
 
   parallel_for(sh.B * sh.H * nq, [&](int64_t task) {
-    const int64_t bh = task / nq, i0 = (task % nq) * bq, b = bh / sh.H;
+    const int64_t bh = task / nq, i0 = (task % nq) * bq, b = bh / sh.H, h = bh % sh.H;
+    const int64_t bhk = b * sh.Hk + h / sh.G;  // its key/value head
     const int64_t nr = std::min(bq, sh.L - i0);
     const int64_t jlo = band.key_lo(i0, sh.S), jhi = band.key_hi(i0 + nr, sh.S);
     const int64_t tile = std::min(bk, std::max<int64_t>(jhi - jlo, 1));
@@ -366,8 +421,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
       const int64_t nc = std::min(bk, jhi - j0);
       const int64_t seen = mask.visible(b, j0, j0 + nc);
       if (seen == 0) continue;
-      const float* kj = K + lk.off(bh, j0, sh.D);  // masked keys' logits are overwritten below
-      const float* vj = V + lk.off(bh, j0, sh.Dv);
+      const float* kj = K + lk.off(bhk, j0, sh.D);  // masked keys' logits are overwritten below
+      const float* vj = V + lk.off(bhk, j0, sh.Dv);
       int64_t ldvj = ldv;
       if (seen < nc) {
         vj = unmasked_rows(vj, ldv, sh.Dv, nc, mask, b, j0, vbuf);
@@ -375,7 +430,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj, ldk,
                   0.0f, s.data(), nc);
-      mask_tile(s.data(), nr, nc, i0, j0, band, mask, b);
+      mask_tile(s.data(), nr, nc, i0, j0, band, mask, b, ex, h);
       for (int64_t r = 0; r < nr; ++r) {
         float* row = s.data() + r * nc;
         const float rm = row_max(row, nc);
@@ -408,15 +463,18 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
 // ---------------------------------------------------------------- backward
 // ds = p (dp - delta) with delta_i = dout_i · out_i - dlse_i (a cotangent on lse shifts delta).
 ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                    ffi::Buffer<ffi::PRED> km, ffi::Buffer<ffi::F32> out,
-                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
+                    ffi::Buffer<ffi::PRED> km, ffi::Buffer<ffi::S32> qseg,
+                    ffi::Buffer<ffi::S32> kseg, ffi::Buffer<ffi::F32> slopes,
+                    ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
                     ffi::Buffer<ffi::F32> dlse, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv, float scale,
                     int64_t dlo, int64_t dhi, int64_t block_q, int64_t block_k,
-                    int64_t tokens_first) {
+                    int64_t tokens_first, int64_t use_segments, int64_t use_alibi) {
   const bool tf = tokens_first != 0;
   if (auto err = check(q, k, v, km, tf); !err.success()) return err;
   const Shape sh = shape_of(q, k, v, tf);
+  if (auto err = check_extras(qseg, kseg, slopes, sh); !err.success()) return err;
+  const Extras ex = extras_of(qseg, kseg, slopes, sh, use_segments, use_alibi);
   const Band band{dlo, dhi};
   const KeyMask mask(km.typed_data(), sh.B, sh.S);
   const int64_t bq = std::max<int64_t>(1, block_q), bk = std::max<int64_t>(1, block_k);
@@ -424,31 +482,36 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *O = out.typed_data(), *LSE = lse.typed_data(), *dO = dout.typed_data();
   const float* dLSE = dlse.typed_data();
   float *dQ = dq->typed_data(), *dK = dk->typed_data(), *dV = dv->typed_data();
-  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.H, sh.S};
+  const Layout lq{tf, sh.H, sh.L}, lk{tf, sh.Hk, sh.S};
   const int64_t ldq = lq.ld(sh.D), ldg = lq.ld(sh.Dv), ldk = lk.ld(sh.D), ldv = lk.ld(sh.Dv);
   const int64_t tq = std::min(bq, std::max<int64_t>(sh.L, 1)), tk = std::min(bk, std::max<int64_t>(sh.S, 1));
 
-  parallel_for(sh.B * sh.H, [&](int64_t bh) {
-    const int64_t b = bh / sh.H;
-    std::vector<float> delta(sh.L), p(tq * tk), ds(tq * tk), kbuf, vbuf;
-    for (int64_t i = 0; i < sh.L; ++i) {
-      const float* o = O + lq.off(bh, i, sh.Dv);
-      const float* g = dO + lq.off(bh, i, sh.Dv);
-      float acc = 0.0f;
-      for (int64_t d = 0; d < sh.Dv; ++d) acc += o[d] * g[d];
-      delta[i] = acc - dLSE[lq.idx(bh, i)];
-      std::fill_n(dQ + lq.off(bh, i, sh.D), sh.D, 0.0f);
+  // One task per key/value head: it alone writes that head's dK, dV and the dQ of its G query
+  // heads, so no two threads ever write the same gradient row.
+  parallel_for(sh.B * sh.Hk, [&](int64_t bhk) {
+    const int64_t b = bhk / sh.Hk, h0 = (bhk % sh.Hk) * sh.G;  // first of its query heads
+    std::vector<float> delta(sh.G * sh.L), p(tq * tk), ds(tq * tk), kbuf, vbuf;
+    for (int64_t g = 0; g < sh.G; ++g) {
+      const int64_t bh = b * sh.H + h0 + g;
+      for (int64_t i = 0; i < sh.L; ++i) {
+        const float* o = O + lq.off(bh, i, sh.Dv);
+        const float* gr = dO + lq.off(bh, i, sh.Dv);
+        float acc = 0.0f;
+        for (int64_t d = 0; d < sh.Dv; ++d) acc += o[d] * gr[d];
+        delta[g * sh.L + i] = acc - dLSE[lq.idx(bh, i)];
+        std::fill_n(dQ + lq.off(bh, i, sh.D), sh.D, 0.0f);
+      }
     }
     for (int64_t j = 0; j < sh.S; ++j) {
-      std::fill_n(dK + lk.off(bh, j, sh.D), sh.D, 0.0f);
-      std::fill_n(dV + lk.off(bh, j, sh.Dv), sh.Dv, 0.0f);
+      std::fill_n(dK + lk.off(bhk, j, sh.D), sh.D, 0.0f);
+      std::fill_n(dV + lk.off(bhk, j, sh.Dv), sh.Dv, 0.0f);
     }
     for (int64_t j0 = 0; j0 < sh.S; j0 += bk) {
       const int64_t nc = std::min(bk, sh.S - j0);
       const int64_t seen = mask.visible(b, j0, j0 + nc);
       if (seen == 0) continue;
-      const float* kj = K + lk.off(bh, j0, sh.D);
-      const float* vj = V + lk.off(bh, j0, sh.Dv);
+      const float* kj = K + lk.off(bhk, j0, sh.D);
+      const float* vj = V + lk.off(bhk, j0, sh.Dv);
       int64_t ldkj = ldk, ldvj = ldv;
       if (seen < nc) {  // dS Kⱼ and dO Vⱼᵀ must not read a masked key's NaN (times its ds = 0)
         kj = unmasked_rows(kj, ldk, sh.D, nc, mask, b, j0, kbuf);
@@ -456,69 +519,77 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
         ldkj = sh.D;
         ldvj = sh.Dv;
       }
-      float* dkj = dK + lk.off(bh, j0, sh.D);
-      float* dvj = dV + lk.off(bh, j0, sh.Dv);
+      float* dkj = dK + lk.off(bhk, j0, sh.D);
+      float* dvj = dV + lk.off(bhk, j0, sh.Dv);
       const int64_t ilo = band.query_lo(j0, sh.L), ihi = band.query_hi(j0 + nc, sh.L);
-      for (int64_t i0 = ilo; i0 < ihi; i0 += bq) {
-        const int64_t nr = std::min(bq, ihi - i0);
-        const float* qi = Q + lq.off(bh, i0, sh.D);
-        const float* gi = dO + lq.off(bh, i0, sh.Dv);
-        float* dqi = dQ + lq.off(bh, i0, sh.D);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj,
-                    ldkj, 0.0f, p.data(), nc);
-        mask_tile(p.data(), nr, nc, i0, j0, band, mask, b);
-        for (int64_t r = 0; r < nr; ++r) {
-          float* row = p.data() + r * nc;
-          const float l = LSE[lq.idx(bh, i0 + r)];  // -inf: no visible key, so its p row is 0
-          if (l == kNegInf) {
-            std::fill(row, row + nc, 0.0f);
-          } else if (std::isnan(l)) {  // a NaN row: NaN at its visible keys, 0 at the rest, as
-            // where(visible, exp(s - lse), 0); visibility from the masks (a logit may be -inf)
-            const int64_t i = i0 + r;
-            const float* kb = mask.row(b) + j0;
-            for (int64_t c = 0; c < nc; ++c) {
-              const int64_t d = i - (j0 + c);
-              row[c] = kb[c] == 0.0f && d >= band.dlo && d <= band.dhi ? kNaN : 0.0f;
+      for (int64_t g = 0; g < sh.G; ++g) {
+        const int64_t h = h0 + g, bh = b * sh.H + h;
+        for (int64_t i0 = ilo; i0 < ihi; i0 += bq) {
+          const int64_t nr = std::min(bq, ihi - i0);
+          const float* qi = Q + lq.off(bh, i0, sh.D);
+          const float* gi = dO + lq.off(bh, i0, sh.Dv);
+          float* dqi = dQ + lq.off(bh, i0, sh.D);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.D, scale, qi, ldq, kj,
+                      ldkj, 0.0f, p.data(), nc);
+          mask_tile(p.data(), nr, nc, i0, j0, band, mask, b, ex, h);
+          for (int64_t r = 0; r < nr; ++r) {
+            float* row = p.data() + r * nc;
+            const float l = LSE[lq.idx(bh, i0 + r)];  // -inf: no visible key, so its p row is 0
+            if (l == kNegInf) {
+              std::fill(row, row + nc, 0.0f);
+            } else if (std::isnan(l)) {  // a NaN row: NaN at its visible keys, 0 at the rest, as
+              // where(visible, exp(s - lse), 0); visibility from the masks (a logit may be -inf)
+              const int64_t i = i0 + r;
+              const float* kb = mask.row(b) + j0;
+              for (int64_t c = 0; c < nc; ++c) {
+                const int64_t d = i - (j0 + c);
+                row[c] = kb[c] == 0.0f && d >= band.dlo && d <= band.dhi && ex.same(b, i, j0 + c)
+                             ? kNaN : 0.0f;
+              }
+            } else {
+              exp_shift_sum(row, nc, l);
             }
-          } else {
-            exp_shift_sum(row, nc, l);
           }
+          // dV_j += Pᵀ dO_i ; dP = dO_i V_jᵀ
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.Dv, nr, 1.0f, p.data(), nc,
+                      gi, ldg, 1.0f, dvj, ldv);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.Dv, 1.0f, gi, ldg, vj,
+                      ldvj, 0.0f, ds.data(), nc);
+          for (int64_t r = 0; r < nr; ++r) {
+            const float dl = delta[g * sh.L + i0 + r];
+            float* dsr = ds.data() + r * nc;
+            const float* pr = p.data() + r * nc;
+            for (int64_t c = 0; c < nc; ++c) dsr[c] = pr[c] * (dsr[c] - dl) * scale;
+          }
+          // dQ_i += dS K_j ; dK_j += dSᵀ Q_i
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, sh.D, nc, 1.0f, ds.data(), nc,
+                      kj, ldkj, 1.0f, dqi, ldq);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.D, nr, 1.0f, ds.data(), nc,
+                      qi, ldq, 1.0f, dkj, ldk);
         }
-        // dV_j += Pᵀ dO_i ; dP = dO_i V_jᵀ
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.Dv, nr, 1.0f, p.data(), nc,
-                    gi, ldg, 1.0f, dvj, ldv);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, sh.Dv, 1.0f, gi, ldg, vj,
-                    ldvj, 0.0f, ds.data(), nc);
-        for (int64_t r = 0; r < nr; ++r) {
-          const float dl = delta[i0 + r];
-          float* dsr = ds.data() + r * nc;
-          const float* pr = p.data() + r * nc;
-          for (int64_t c = 0; c < nc; ++c) dsr[c] = pr[c] * (dsr[c] - dl) * scale;
-        }
-        // dQ_i += dS K_j ; dK_j += dSᵀ Q_i
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, sh.D, nc, 1.0f, ds.data(), nc,
-                    kj, ldkj, 1.0f, dqi, ldq);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, sh.D, nr, 1.0f, ds.data(), nc,
-                    qi, ldq, 1.0f, dkj, ldk);
       }
     }
     // A masked key's gradient is 0 (as the XLA engines', whose mask is a jnp.where), also next to
     // a NaN query, whose NaN ds row reaches every key of its tiles through dSᵀ Qᵢ.
     if (mask.visible(b, 0, sh.S) < sh.S)
       for (int64_t j = 0; j < sh.S; ++j)
-        if (mask.row(b)[j] != 0.0f) std::fill_n(dK + lk.off(bh, j, sh.D), sh.D, 0.0f);
+        if (mask.row(b)[j] != 0.0f) std::fill_n(dK + lk.off(bhk, j, sh.D), sh.D, 0.0f);
   });
   return ffi::Error::Success();
 }
 
-// The bindings share their leading arguments (q, k, v, key_mask) and, last, their attributes,
+// The bindings share their leading arguments (q, k, v, key_mask, q_seg, kv_seg, slopes) and,
+// last, their attributes,
 // named as flash_cpu.py passes them.
 template <typename Binding>
 auto Inputs(Binding b) {
   return std::move(b).template Arg<ffi::Buffer<ffi::F32>>()
       .template Arg<ffi::Buffer<ffi::F32>>()
       .template Arg<ffi::Buffer<ffi::F32>>()
-      .template Arg<ffi::Buffer<ffi::PRED>>();
+      .template Arg<ffi::Buffer<ffi::PRED>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()   // q segment ids
+      .template Arg<ffi::Buffer<ffi::S32>>()   // kv segment ids
+      .template Arg<ffi::Buffer<ffi::F32>>();  // ALiBi slopes
 }
 
 template <typename Binding>
@@ -528,7 +599,9 @@ auto Attrs(Binding b) {
       .template Attr<int64_t>("dhi")
       .template Attr<int64_t>("block_q")
       .template Attr<int64_t>("block_k")
-      .template Attr<int64_t>("tokens_first");
+      .template Attr<int64_t>("tokens_first")
+      .template Attr<int64_t>("use_segments")
+      .template Attr<int64_t>("use_alibi");
 }
 
 }  // namespace

@@ -107,10 +107,13 @@ TOKENS_FIRST_MAX = 256
 
 def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
               blocks: tuple[int, int] = (512, 512), bwd_blocks: tuple[int, int] | None = None,
-              tokens_first: bool | None = None):
-    """q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv] fp32, key_mask [B, S] bool ->
+              tokens_first: bool | None = None, segments=None, alibi_slopes=None):
+    """q [B, L, H, D], k [B, S, Hk, D], v [B, S, Hk, Dv] fp32 (H % Hk == 0: query head h reads
+    key head h // (H // Hk), indexed in the kernel, never repeated), key_mask [B, S] bool ->
     (out [B, L, H, Dv], lse [B, L, H]), both differentiable; query i sees key j iff
-    dlo <= i - j <= dhi and key_mask[j]. lse is -inf (and out 0) for a query with no visible key;
+    dlo <= i - j <= dhi and key_mask[j] (and q_ids[i] == kv_ids[j] with segments = (q_ids [B, L],
+    kv_ids [B, S]) int32). alibi_slopes [H] fp32: the scaled logit of (i, j) gets
+    − slope_h·|i − j| in the tile (no gradient). lse is -inf (and out 0) for a query with no visible key;
     NaN and Inf propagate as in the XLA engines (a non-finite logit: that row's out and lse NaN),
     and a masked key's k and v reach nothing, not even as 0·NaN.
 
@@ -124,29 +127,36 @@ def attention(q, k, v, key_mask, *, dlo: int, dhi: int, scale: float,
     if tokens_first is None:
         tokens_first = max(q.shape[-2] * q.shape[-1], v.shape[-2] * v.shape[-1]) <= TOKENS_FIRST_MAX
     kernel = _kernel(float(scale), int(dlo), int(dhi), tuple(blocks), tuple(bwd_blocks or blocks),
-                     bool(tokens_first))
+                     bool(tokens_first), segments is not None, alibi_slopes is not None)
+    lead, (L, H), S = q.shape[:-3], q.shape[-3:-1], k.shape[-3]
+    if segments is None:  # unread placeholders (the kernel's arity is fixed)
+        segments = (jnp.zeros(lead + (L,), jnp.int32), jnp.zeros(lead + (S,), jnp.int32))
+    slopes = jnp.zeros((H,), F32) if alibi_slopes is None else jnp.asarray(alibi_slopes, F32)
+    aux = (key_mask, segments[0].astype(jnp.int32), segments[1].astype(jnp.int32),
+           jnp.broadcast_to(slopes, lead + (H,)))
     if tokens_first:
-        return kernel(q, k, v, key_mask)
+        return kernel(q, k, v, aux)
     heads_first = lambda x: jnp.swapaxes(x, -3, -2)  # noqa: E731  [.., N, H, D] <-> [.., H, N, D]
-    out, lse = kernel(heads_first(q), heads_first(k), heads_first(v), key_mask)
+    out, lse = kernel(heads_first(q), heads_first(k), heads_first(v), aux)
     return heads_first(out), jnp.swapaxes(lse, -1, -2)
 
 
 @functools.cache
-def _kernel(scale, dlo, dhi, blocks, bwd_blocks, tokens_first=False):
+def _kernel(scale, dlo, dhi, blocks, bwd_blocks, tokens_first=False, segments=False, alibi=False):
     def attrs(bq, bk):
         return dict(scale=np.float32(scale), dlo=np.int64(dlo), dhi=np.int64(dhi),
-                    block_q=np.int64(bq), block_k=np.int64(bk), tokens_first=np.int64(tokens_first))
+                    block_q=np.int64(bq), block_k=np.int64(bk), tokens_first=np.int64(tokens_first),
+                    use_segments=np.int64(segments), use_alibi=np.int64(alibi))
 
-    def forward(q, k, v, kmask):
+    def forward(q, k, v, aux):  # aux: (key_mask, q_ids, kv_ids, slopes), no cotangent
         out = jax.ShapeDtypeStruct(q.shape[:-1] + v.shape[-1:], F32)  # [B, H, L, Dv] / [B, L, H, Dv]
         lse = jax.ShapeDtypeStruct(q.shape[:-1], F32)  # [B, H, L] / [B, L, H]
         return jax.ffi.ffi_call(_FORWARD, (out, lse), vmap_method="broadcast_all")(
-            q, k, v, kmask, **attrs(*blocks))
+            q, k, v, *aux, **attrs(*blocks))
 
-    def backward(q, k, v, kmask, out, lse, dout, dlse):
+    def backward(q, k, v, aux, out, lse, dout, dlse):
         shapes = tuple(jax.ShapeDtypeStruct(x.shape, F32) for x in (q, k, v))
         return jax.ffi.ffi_call(_BACKWARD, shapes, vmap_method="broadcast_all")(
-            q, k, v, kmask, out, lse, dout, dlse, **attrs(*bwd_blocks))
+            q, k, v, *aux, out, lse, dout, dlse, **attrs(*bwd_blocks))
 
     return lse_kernel(forward, backward)

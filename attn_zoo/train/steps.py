@@ -2,7 +2,8 @@
 
 The train state is a plain dict pytree {step, params, rest, opt} (rest = non-gradient model
 state such as attention centroids); `graphdef` is static. A step's randomness is
-fold_in(seed key, step), so a step is a pure function of (state, batch).
+fold_in(seed key, step), so a step is a pure function of (state, batch). A batch holding
+"segment_ids" [B, N] (packed rows) passes them to the model.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def loss_and_metrics(logits, batch, head):
     """Weighted cross-entropy sums: classifier/dual over examples; token over the positions whose
     label is >= 0 (labels [B, N]; -1 = not scored); lm over next tokens, or, when the task gives
     per-token labels (labels [B, N], the shape of inputs: MQAR), over the positions whose label
-    is >= 0 as for token (labels[:, t] is the target of logits[:, t], already shifted)."""
+    is >= 0 as for token (labels[:, t] is the target of logits[:, t], already shifted). Packed
+    rows (batch["segment_ids"]): a next token in another segment than its context is not scored."""
     per_token = head == "token" or (head == "lm" and batch["labels"].shape == batch["inputs"].shape)
     if per_token:
         labels = batch["labels"]
@@ -54,6 +56,8 @@ def loss_and_metrics(logits, batch, head):
     elif head == "lm":
         logits, labels = logits[:, :-1], batch["inputs"][:, 1:]
         weight = batch["mask"][:, 1:] * batch["weight"][:, None]
+        if "segment_ids" in batch:
+            weight = weight * (batch["segment_ids"][:, 1:] == batch["segment_ids"][:, :-1])
     else:
         labels, weight = batch["labels"], batch["weight"]
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -72,7 +76,9 @@ def make_train_step(graphdef, tx, config, head):
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params, state["rest"], copy=True)
-            sums = loss_and_metrics(model(batch["inputs"], batch["mask"], rng=rng, train=True), batch, head)
+            logits = model(batch["inputs"], batch["mask"], segment_ids=batch.get("segment_ids"),
+                           rng=rng, train=True)
+            sums = loss_and_metrics(logits, batch, head)
             _, _, rest = nnx.split(model, nnx.Param, ...)
             return sums["loss_sum"] / sums["count"], (sums, rest)
 
@@ -92,6 +98,7 @@ def make_eval_step(graphdef, head):
 
     def eval_step(state, batch):
         model = nnx.merge(graphdef, state["params"], state["rest"])
-        return loss_and_metrics(model(batch["inputs"], batch["mask"], train=False), batch, head)
+        logits = model(batch["inputs"], batch["mask"], segment_ids=batch.get("segment_ids"), train=False)
+        return loss_and_metrics(logits, batch, head)
 
     return eval_step

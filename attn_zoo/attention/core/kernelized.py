@@ -41,6 +41,14 @@ def feature_map(name, x):
     raise ValueError(f"feature map must be one of {FEATURE_MAPS}, got {name!r}")
 
 
+def nonzero(den):
+    """The normalizer with 0 (no visible key: the output is 0/1 = 0) replaced by 1. Features are
+    non-negative, so den >= 0; a NaN den (a NaN query) stays NaN, so that the NaN reaches every
+    coordinate of that query's gradient through den too (`den > 0` would swap it for 1 and cut
+    that path: dq kept finite entries). Unchanged wherever den > 0."""
+    return jnp.where(den == 0, 1.0, den)
+
+
 def quadratic(fq, fk, v, key_mask, causal):
     """The explicit O(L·S) form Σ_s a_ls v_s / Σ_s a_ls with a = φ(q)φ(k)ᵀ masked: the reference
     every kernel attention is checked against. fq [B, L, H, M], fk [B, S, H, M], v [B, S, H, Dv]."""
@@ -48,7 +56,7 @@ def quadratic(fq, fk, v, key_mask, causal):
     a = jnp.where(vis, jnp.einsum("blhm,bshm->bhls", fq, fk), 0.0)
     den = jnp.sum(a, axis=-1)
     out = jnp.einsum("bhls,bshd->blhd", a, v.astype(F32))
-    return out / jnp.where(den > 0, den, 1.0).transpose(0, 2, 1)[..., None]
+    return out / nonzero(den).transpose(0, 2, 1)[..., None]
 
 
 def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
@@ -75,7 +83,7 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
     z = jnp.sum(fk, axis=1)  # [B, H, M]
     num = jnp.einsum("blhm,bhmd->blhd", fq, kv)
     den = jnp.einsum("blhm,bhm->blh", fq, z)
-    return num / jnp.where(den > 0, den, 1.0)[..., None]
+    return num / nonzero(den)[..., None]
 
 
 def heads(x):
@@ -97,7 +105,7 @@ def _per_head(fq, fk, v, km, *, log_k):
         out.append(jnp.einsum("blm,bmd->bld", fq(h).astype(F32), kv))
     num = jnp.stack(out, axis=2)  # [B, L, H, Dv + 1]
     den = num[..., -1:]
-    return num[..., :-1] / jnp.where(den > 0, den, 1.0)
+    return num[..., :-1] / nonzero(den)
 
 
 def _exp_stable(u, axis):
@@ -134,7 +142,7 @@ def _causal(fq, fk, v, *, chunk, log_k):
         a = jnp.where(tril, jnp.einsum("bhcm,bhem->bhce", q_c, k_c), 0.0)
         num = jnp.einsum("bhce,bhed->bhcd", a, v_c) + jnp.einsum("bhcm,bhmd->bhcd", q_c, state)
         den = jnp.sum(a, axis=-1) + jnp.einsum("bhcm,bhm->bhc", q_c, z)
-        out = num / jnp.where(den > 0, den, 1.0)[..., None]
+        out = num / nonzero(den)[..., None]
         state = state + jnp.einsum("bhcm,bhcd->bhmd", k_c, v_c)
         z = z + jnp.sum(k_c, axis=2)
         return (state, z, m_run), out

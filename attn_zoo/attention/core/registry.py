@@ -1,8 +1,10 @@
 """The attention registry and the contract every variant is held to.
 
 Letters: B batch, L query length, S key length, H heads, D head dim (Dv for values).
-q [B, L, H, D], k [B, S, H, D], v [B, S, H, Dv] -> out [B, L, H, Dv] in q's dtype.
+q [B, L, H, D], k [B, S, Hk, D], v [B, S, Hk, Dv] -> out [B, L, H, Dv] in q's dtype, H % Hk == 0
+(query head h reads key/value head h // (H // Hk)).
 key_mask [B, S] bool, True = real token. causal=True: query i sees keys j <= i (needs L == S).
+segment_ids (packed sequences), alibi_slopes and attention sinks: `core/contract.py`, `register`.
 
 A variant is a set of plain functions; `register` wraps them in an `AttentionSpec` whose `apply`
 validates shapes and options before calling the implementation, so a bad call fails with a clear
@@ -17,6 +19,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from attn_zoo.attention.core import contract
 from attn_zoo.attention.core.options import Declaration
 
 FAMILIES = ("dense", "exact", "pattern", "clustering", "learned", "low_rank", "kernel", "mixture")
@@ -55,7 +58,14 @@ class AttentionSpec:
     chosen_pattern: Callable[..., Any] | None = None
     state_size: Callable[..., int | None] | None = None
     ignores_query: Callable[..., bool] | None = None
+    kv_heads: str = "repeat"
+    segments: bool = False
+    alibi: bool = False
     departures: str = ""
+    decode_init_fn: Callable[..., Any] | None = None
+    decode_step_fn: Callable[..., Any] | None = None
+    decode_reason: str = ""
+    decode_minimal: bool | Callable[..., bool] = False
     origin: str = ""
 
     @property
@@ -92,6 +102,68 @@ class AttentionSpec:
         n = self.state_size(int(L), int(H), int(D), **opts)
         return None if n is None else int(n)
 
+    @property
+    def decodable(self) -> bool:
+        """True when causal outputs can be computed token by token (`decode_init`, `decode_step`);
+        otherwise `decode_reason` says why not."""
+        return self.supports_causal and self.decode_init_fn is not None
+
+    def why_not_decodable(self) -> str:
+        """'' for a decodable variant, else the reason (`attn-zoo list` shows it)."""
+        if self.decodable:
+            return ""
+        return self.decode_reason or ("no causal form" if not self.supports_causal
+                                      else "no decoder registered")
+
+    def decode_init(self, params, batch_size, max_length, num_heads, num_kv_heads, head_dim,
+                    value_dim, dtype, /, *, rng=None, alibi_slopes=None, **options):
+        """An empty decoding cache (a pytree with its own position counter) for up to max_length
+        tokens; see `core/decode.py`. ValueError for a variant that cannot decode (the reason).
+        alibi_slopes [H] (variants with alibi=True): the bias apply adds, kept in the cache."""
+        opts = self.options(**options)
+        if not self.decodable:
+            raise ValueError(f"attention '{self.name}' cannot decode token by token: "
+                             f"{self.why_not_decodable()}")
+        sizes = dict(batch_size=batch_size, max_length=max_length, num_heads=num_heads,
+                     num_kv_heads=num_kv_heads, head_dim=head_dim, value_dim=value_dim)
+        bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
+        if bad:
+            raise ValueError(f"attention '{self.name}': decode_init needs integer sizes >= 1, got {bad}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"attention '{self.name}': num_heads={num_heads} must be a multiple of "
+                             f"num_kv_heads={num_kv_heads}")
+        limit = self.length_limit(**opts)
+        if limit is not None and max_length > limit:
+            raise ValueError(f"attention '{self.name}' was built for length <= "
+                             f"{self.max_length}={limit}, got max_length={max_length}")
+        extra = {}
+        if alibi_slopes is not None:
+            if not self.alibi:
+                refuse(self.name, "alibi")
+            extra["alibi_slopes"] = contract.check_slopes(self.name, alibi_slopes, num_heads)
+        return self.decode_init_fn(params, *(int(v) for v in sizes.values()), dtype, rng=rng,
+                                   **extra, **opts)
+
+    def decode_step(self, params, cache, q_t, k_t, v_t, **options):
+        """(out_t [B, 1, H, Dv] in q_t's dtype, the next cache) for q_t [B, 1, H, D], k_t
+        [B, 1, Hk, D], v_t [B, 1, Hk, Dv]: one causal position, the cache's counter t."""
+        opts = self.options(**options)
+        if not self.decodable:
+            raise ValueError(f"attention '{self.name}' cannot decode token by token: "
+                             f"{self.why_not_decodable()}")
+        (B, one, H, D), (Bk, ok, Hk, Dk), (Bv, ov, Hv, _) = q_t.shape, k_t.shape, v_t.shape
+        if not (one == ok == ov == 1 and B == Bk == Bv and D == Dk and Hk == Hv and H % Hk == 0):
+            raise ValueError(f"attention '{self.name}': decode_step takes q_t [B, 1, H, D], k_t "
+                             f"[B, 1, Hk, D], v_t [B, 1, Hk, Dv] with H % Hk == 0, got "
+                             f"{tuple(q_t.shape)}, {tuple(k_t.shape)}, {tuple(v_t.shape)}")
+        out, cache = self.decode_step_fn(params, cache, q_t, k_t, v_t, **opts)
+        return out.astype(q_t.dtype), cache
+
+    def decode_is_minimal(self, **options) -> bool:
+        """True when the decoder's cache holds exactly `decoding_state` floats (checked)."""
+        m = self.decode_minimal
+        return bool(m(**self.options(**options)) if callable(m) else m)
+
     def option_rows(self) -> list[dict[str, str]]:
         """The declared options as rows: option, type, default, allowed, doc."""
         return self.declaration.rows()
@@ -111,14 +183,25 @@ class AttentionSpec:
         raises TypeError, a wrong type TypeError, a value out of range ValueError (one line)."""
         return self.declaration.resolve(f"attention '{self.name}'", options)
 
+    @property
+    def sinks(self) -> bool:
+        """True when the variant declares the `sink` option (attention sinks; see `register`)."""
+        return "sink" in self.declaration.fields
+
     def init(self, rng, q, k, v, **options):
-        """Parameters (a pytree, {} when none) for inputs shaped like q, k, v."""
+        """Parameters (a pytree, {} when none) for inputs shaped like q, k, v (k, v may have
+        Hk < H heads); with sink=True also params["sink"], fp32 [H] zeros."""
         opts = self.options(**options)
         _check_qkv(self.name, q, k, v)
-        return self.init_fn(rng, q, k, v, **opts)
+        params = self.init_fn(rng, q, *contract.kv_for(self, q, k, v), **opts)
+        if opts.get("sink") and self.sinks:
+            params = {**params, "sink": jax.numpy.zeros((q.shape[2],), jax.numpy.float32)}
+        return params
 
-    def apply(self, params, q, k, v, *, key_mask=None, causal=False, rng=None, **options):
-        """out [B, L, H, Dv] in q's dtype; see the module docstring for the contract."""
+    def apply(self, params, q, k, v, *, key_mask=None, causal=False, rng=None, segment_ids=None,
+              alibi_slopes=None, **options):
+        """out [B, L, H, Dv] in q's dtype; see the module docstring for the contract (and
+        `core/contract.py` for Hk < H, segment_ids, alibi_slopes)."""
         opts = self.options(**options)
         _check_qkv(self.name, q, k, v)
         B, L = q.shape[:2]
@@ -135,7 +218,13 @@ class AttentionSpec:
                 f"{opts[self.max_length]}, got L={L}, S={S}")
         if key_mask is not None and key_mask.dtype != np.bool_:
             key_mask = _as_bool_mask(self.name, key_mask)
-        out = self.impl(params, q, k, v, key_mask=key_mask, causal=bool(causal), rng=rng, **opts)
+        for feature, given in (("segments", segment_ids), ("alibi", alibi_slopes)):
+            if given is not None and not getattr(self, feature):
+                refuse(self.name, feature)
+        extra = contract.extras(self, q, k, segment_ids, alibi_slopes)
+        k, v = contract.kv_for(self, q, k, v)
+        out = self.impl(params, q, k, v, key_mask=key_mask, causal=bool(causal), rng=rng, **extra,
+                        **opts)
         return out.astype(q.dtype)
 
     def pattern(self, L, S, *, causal=False, rng=None, **options):
@@ -186,10 +275,21 @@ def _check_qkv(name, q, k, v):
             f"attention '{name}': q, k, v must be [B, L, H, D], [B, S, H, D], [B, S, H, Dv]; "
             f"got ranks {q.ndim}, {k.ndim}, {v.ndim}")
     (B, _, H, D), (Bk, S, Hk, Dk), (Bv, Sv, Hv, _) = q.shape, k.shape, v.shape
-    if not (B == Bk == Bv and H == Hk == Hv and D == Dk and S == Sv):
+    if not (B == Bk == Bv and Hk == Hv and H % Hk == 0 and D == Dk and S == Sv):
         raise ValueError(
             f"attention '{name}': shapes do not agree: q {tuple(q.shape)} [B, L, H, D], "
-            f"k {tuple(k.shape)} [B, S, H, D], v {tuple(v.shape)} [B, S, H, Dv]")
+            f"k {tuple(k.shape)} [B, S, Hk, D], v {tuple(v.shape)} [B, S, Hk, Dv], H % Hk == 0")
+
+
+def supporting(feature) -> list[str]:
+    """Registered variants that support `feature` ('segments', 'alibi' or 'sinks')."""
+    return [n for n in names() if getattr(get(n), feature)]
+
+
+def refuse(name, feature):
+    """The one-line refusal of a contract extension `feature` that variant `name` lacks."""
+    raise ValueError(f"attention '{name}' does not support {contract.FEATURES[feature]}; variants that do: "
+                     f"{', '.join(supporting(feature)) or 'none'}")
 
 
 _REGISTRY: dict[str, AttentionSpec] = {}
@@ -235,6 +335,16 @@ def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl
         running stabilizers change between chunks).
       max_length: name of the option that caps the sequence length (learned L×S parameters).
       needs_rng: the variant draws randomness from `rng` (the model passes a fixed key at eval).
+      kv_heads: 'repeat' (default): for k, v with Hk < H heads the registry repeats them to H
+        heads before calling init_fn and impl; 'native': they get Hk heads (query head h reads
+        head h // (H // Hk)) and must not materialize the repeat (see `core/contract.py`).
+      segments: True when impl accepts `segment_ids=(q_ids [B, L], kv_ids [B, S])` int32 (given
+        only when the caller passes segment_ids): a query sees keys of its own segment only.
+      alibi: True when impl accepts `alibi_slopes` fp32 [H] (given only when passed): the scaled
+        logit of (i, j) gets − slope_h·|i − j|. Without these flags apply refuses the argument.
+      Attention sinks are an option, not a field: a variant declaring `sink: bool` supports them
+        (`spec.sinks`); with sink=True `init` adds params["sink"] fp32 [H] and impl must add
+        exp(sink_h) to each softmax denominator (`core/sinks.py`).
       state: the params that are non-gradient state: a tuple of top-level keys, or
         `fn(**options) -> tuple of key paths`; the trainer keeps them out of the gradient.
       update: `update(params, q, k, v, *, key_mask, **options) -> params` (same structure), the
@@ -250,12 +360,29 @@ def register(name: str, *, family: str, exact: bool, supports_causal: bool, impl
         those options (synthesizer's random and factorized_random modes without mix_dot): the
         conformance suite's NaN check then requires a NaN query to change nothing, instead of
         requiring it to reach that query's output row.
+      decode_init_fn, decode_step_fn: the causal decoder, `decode_init_fn(params, B, max_length,
+        H, Hk, D, Dv, dtype, /, *, rng, **options) -> cache` (a pytree of fixed shapes holding its
+        position counter) and `decode_step_fn(params, cache, q_t, k_t, v_t, **options) -> (out_t,
+        cache)`; builders in `core/decode.py`. Decoding must equal apply(..., causal=True)
+        (checked); it has no key_mask (real tokens only). Read them through `spec.decode_init`,
+        `spec.decode_step`, `attention.decode`; `spec.decodable` is True when they are given.
+      decode_reason: for a causal variant without a decoder, why it cannot decode token by
+        token (shown by `attn-zoo list`).
+      decode_minimal: True (or `fn(**options) -> bool`) where the decoder's cache holds exactly
+        `state_size` floats (checked); otherwise it may keep more (e.g. a full KV cache).
     replace: allow re-registering an existing name.
     """
     if name in _REGISTRY and not replace:
         raise ValueError(f"attention '{name}' is already registered (pass replace=True to override)")
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if fields.get("kv_heads", "repeat") not in contract.KV_HEADS:
+        raise ValueError(f"attention '{name}': kv_heads must be one of {contract.KV_HEADS}, "
+                         f"got {fields['kv_heads']!r}")
+    if fields.get("kv_heads", "repeat") == "repeat":  # they read k, v as apply's impl does
+        for f in ("update", "chosen_pattern"):
+            if fields.get(f) is not None:
+                fields[f] = contract.repeating(fields[f])
     if options is not None and defaults is not None:
         raise TypeError(f"attention '{name}': give options (a dataclass) or defaults (a dict), not both")
     declaration = (Declaration(options) if options is not None

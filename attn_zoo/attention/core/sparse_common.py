@@ -37,19 +37,29 @@ def _unfold_residues(x, B, stride, n):
     return x.reshape(B, m * stride, *x.shape[3:])[:, :n]
 
 
+def _fold_rows(x, stride):
+    """[B, N] per-position values (mask, segment ids, positions) folded as `_fold_residues`."""
+    return _fold_residues(x[:, :, None, None], stride)[:, :, 0, 0]
+
+
 def residue_attention(q, k, v, key_mask, *, stride, dlo, dhi, block, exclude_self=False,
-                      return_lse=False):
+                      return_lse=False, segments=None, alibi_slopes=None):
     """Query i sees key j iff i ≡ j (mod stride) and dlo <= (i − j) / stride <= dhi.
 
     In class coordinates (i = a·stride + r, j = b·stride + r) the pattern is the band
     dlo <= a − b <= dhi (minus a == b when exclude_self), so each class is a short dense or
-    banded attention: N²/stride pairs in all, computed in tiles of `block`.
+    banded attention: N²/stride pairs in all, computed in tiles of `block`. k, v may have Hk < H
+    heads; segments (q_ids, kv_ids) and alibi_slopes [H] travel folded with the positions.
     """
     B, L = q.shape[:2]
     S = k.shape[1]
     km = masks.key_mask_or_ones(key_mask, B, S)
     qf, kf, vf = (_fold_residues(x, stride) for x in (q, k, v))
-    kmf = _fold_residues(km[:, :, None, None], stride)[:, :, 0, 0]  # padding -> False
+    kmf = _fold_rows(km, stride)  # padding -> False
+    segf = None if segments is None else tuple(_fold_rows(s, stride) for s in segments)
+    alibi = None
+    if alibi_slopes is not None:
+        alibi = (alibi_slopes, *(_fold_rows(p, stride) for p in bs.positions(B, L, S)))
     band = bs.band_mask_fn(dlo, dhi)
     mask_fn = band
     if exclude_self:
@@ -57,7 +67,8 @@ def residue_attention(q, k, v, key_mask, *, stride, dlo, dhi, block, exclude_sel
     out = bs.attention(
         qf, kf, vf, kmf,
         block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
-        mask_fn=mask_fn, block_q=block, block_k=block, return_lse=return_lse)
+        mask_fn=mask_fn, block_q=block, block_k=block, return_lse=return_lse, segments=segf,
+        alibi=alibi)
     if not return_lse:
         return _unfold_residues(out, B, stride, L)
     out, lse = out
@@ -72,17 +83,25 @@ def _tile_ranges(pos, b):
 
 
 def subset_attention(q, k, v, key_mask, *, qidx=None, kidx=None, visible: Callable | None,
-                     causal: bool, block: int, return_lse=False):
+                     causal: bool, block: int, return_lse=False, segments=None, alibi_slopes=None):
     """Queries at static positions `qidx` (None: all) against keys at `kidx` (None: all).
 
     visible(qpos, kpos) -> bool on *original* positions (qpos [bq, 1], kpos [1, bk]); causal
     adds kpos <= qpos and skips tiles that lie wholly in the future. Cost: |qidx|·|kidx|.
-    Returns [B, |qidx|, H, Dv] (and lse [B, |qidx|, H]).
+    k, v may have Hk < H heads; segments (q_ids, kv_ids) and alibi_slopes [H] on the original
+    positions. Returns [B, |qidx|, H, Dv] (and lse [B, |qidx|, H]).
     """
     B, S = k.shape[0], k.shape[1]
     km = masks.key_mask_or_ones(key_mask, B, S)
     qpos = np.arange(q.shape[1]) if qidx is None else np.asarray(qidx, np.int64)
     kpos = np.arange(S) if kidx is None else np.asarray(kidx, np.int64)
+    if segments is not None:
+        segments = (jnp.take(segments[0], jnp.asarray(qpos), axis=1),
+                    jnp.take(segments[1], jnp.asarray(kpos), axis=1))
+    alibi = None
+    if alibi_slopes is not None:
+        alibi = (alibi_slopes, *(jnp.broadcast_to(jnp.asarray(p, jnp.int32), (B, len(p)))
+                                 for p in (qpos, kpos)))
     if qidx is not None:
         q = jnp.take(q, jnp.asarray(qpos), axis=1)
     if kidx is not None:
@@ -103,4 +122,5 @@ def subset_attention(q, k, v, key_mask, *, qidx=None, kidx=None, visible: Callab
         return (vis & (kp <= qp)) if causal else vis
 
     return bs.attention(q, k, v, km, block_mask_fn=block_mask_fn, mask_fn=mask_fn,
-                        block_q=block, block_k=block, return_lse=return_lse)
+                        block_q=block, block_k=block, return_lse=return_lse, segments=segments,
+                        alibi=alibi)

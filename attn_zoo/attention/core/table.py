@@ -1,11 +1,14 @@
 """The registry as a table: the one source for `attn-zoo list` and the README's variant table."""
 from __future__ import annotations
 
+from attn_zoo.attention.core.contract import features
 from attn_zoo.attention.core.registry import get, names
 
 STATE_AT = {"L": 1024, "H": 8, "D": 64}  # where the state column is evaluated
 STATE = f"state (L={STATE_AT['L']}, H={STATE_AT['H']}, D={STATE_AT['D']})"
 COLUMNS = ("name", "family", "exact", "causal", "length", "complexity", STATE, "options")
+# `attn-zoo list` adds what each variant supports of the contract's extensions (core/contract.py)
+LIST_COLUMNS = COLUMNS + ("contract",)
 
 
 def length_cell(spec) -> str:
@@ -32,6 +35,18 @@ def state_cell(spec, L=STATE_AT["L"], H=STATE_AT["H"], D=STATE_AT["D"]) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
 
 
+def causal_cell(spec) -> str:
+    """'yes', 'no', or 'yes (no decoding)' for a causal variant that cannot decode token by token."""
+    if not spec.supports_causal:
+        return "no"
+    return "yes" if spec.decodable else "yes (no decoding)"
+
+
+def decode_line(spec) -> str:
+    """Whether the causal form decodes token by token (`attention.decode`), or why not."""
+    return "token by token" if spec.decodable else f"not token by token: {spec.why_not_decodable()}"
+
+
 def state_line(spec) -> str:
     """The state formula: the first paragraph of the variant's `state_size` docstring, one line."""
     if not spec.supports_causal:
@@ -47,14 +62,15 @@ def rows(builtin: bool | None = None) -> list[dict[str, str]]:
         spec = get(name)
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.defaults.items())) or "—"
         out.append({"name": name, "family": spec.family, "exact": "yes" if spec.exact else "no",
-                    "causal": "yes" if spec.supports_causal else "no",
+                    "causal": causal_cell(spec),
                     "length": length_cell(spec),
-                    "complexity": spec.complexity, STATE: state_cell(spec), "options": opts})
+                    "complexity": spec.complexity, STATE: state_cell(spec), "options": opts,
+                    "contract": features(spec)})
     return out
 
 
-def registry_table(markdown: bool = False, builtin: bool | None = None) -> str:
-    return _table(rows(builtin), COLUMNS, markdown)
+def registry_table(markdown: bool = False, builtin: bool | None = None, columns=COLUMNS) -> str:
+    return _table(rows(builtin), columns, markdown)
 
 
 def variant_table(name: str, markdown: bool = False) -> str:
@@ -63,7 +79,9 @@ def variant_table(name: str, markdown: bool = False) -> str:
     head = (f"{spec.name} ({spec.family}; {'exact' if spec.exact else 'approximate'}; "
             f"{'causal and not' if spec.supports_causal else 'not causal'}; {spec.complexity}; "
             f"length {length_cell(spec)})\n{spec.description}")
+    head += f"\nDecoding: {decode_line(spec)}"
     head += f"\nDecoding state (floats per layer, B = 1): {state_line(spec)}"
+    head += f"\nContract: {features(spec)} (kv: grouped K/V heads native or repeated; seg: segment_ids)"
     if spec.departures:
         head += f"\nDeparts from the paper: {spec.departures}"
     option_rows = spec.option_rows()

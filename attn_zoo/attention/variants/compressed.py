@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -103,9 +104,37 @@ def state_size(L, H, D, *, compression, **_):
     return 2 * H * D * (L // compression + L % compression)
 
 
+def decode_init(params, B, max_length, H, Hk, D, Dv, dtype, *, rng, compression, **_):
+    """Raw keys and values of the unfinished block (c slots) and the ⌈max_length/c⌉ compressed ones,
+    H heads: the convolution is per query head, so apply (and decoding) repeat Hk < H kv heads."""
+    del params, rng, Hk
+    c, nc = compression, -(-max_length // compression)
+    z = lambda n, d: jnp.zeros((B, n, H, d), dtype)  # noqa: E731
+    return {"rk": z(c, D), "rv": z(c, Dv), "ck": z(nc, D), "cv": z(nc, Dv), "t": jnp.zeros((), jnp.int32)}
+
+
+def decode_step(params, cache, q_t, k_t, v_t, *, compression, **_):
+    """Position t sees the finished compressed blocks and the raw keys of its unfinished block;
+    the token that finishes a block compresses it (and then sees it compressed, as apply)."""
+    c, t = compression, cache["t"]
+    k_t, v_t = (decode.repeat_kv(x, q_t.shape[2]) for x in (k_t, v_t))
+    rk, rv = decode.put(cache["rk"], k_t, t % c), decode.put(cache["rv"], v_t, t % c)
+    done = (t + 1) // c  # finished blocks after this token
+    finished = (t + 1) % c == 0
+    slot = jnp.maximum(done - 1, 0)
+    ck = jnp.where(finished, decode.put(cache["ck"], compress(rk, params["w_k"], c), slot), cache["ck"])
+    cv = jnp.where(finished, decode.put(cache["cv"], compress(rv, params["w_v"], c), slot), cache["cv"])
+    vis = jnp.concatenate([(jnp.arange(c) <= t % c) & ~finished, jnp.arange(ck.shape[1]) < done])
+    keys = {"k": jnp.concatenate([rk, ck.astype(rk.dtype)], axis=1)}
+    w = decode.softmax(decode.scaled_dot(params, q_t, keys), vis[None, None, None, :])
+    out = decode.weighted_values(w, jnp.concatenate([rv, cv.astype(rv.dtype)], axis=1))
+    return out.astype(q_t.dtype), {"rk": rk, "rv": rv, "ck": ck, "cv": cv, "t": t + 1}
+
+
 SPEC = register(
     "compressed", family="low_rank", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state_size=state_size, complexity="O(N²/c)",
+    decode_init_fn=decode_init, decode_step_fn=decode_step,  # keeps c raw slots: > state_size
     description="Memory-compressed: keys/values shortened by a strided conv (kernel = stride = c).",
     test_options=({"compression": 4, "block": 8},),
     bench_options={"compression": 8, "block": 512},

@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import masks
+from attn_zoo.attention.core import sinks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import kv_cache, register
 
@@ -26,6 +28,11 @@ class Options:
     temperature: float = option(1.0, "logits are divided by it before normalizing", gt=0)
     cosine_temperature: float = option(0.1, "temperature of the cosine score", gt=0)
     additive_dim: int = option(32, "hidden size of the additive score", min=1)
+    sink: bool = sinks.sink_option()
+
+    def check(self):
+        if self.sink and self.normalize != "softmax":
+            raise ValueError(f"sink=True needs normalize='softmax', got {self.normalize!r}")
 
 
 def init(rng, q, k, v, *, score, additive_dim, **_):
@@ -45,18 +52,41 @@ def logits(params, q, k, *, score, cosine_temperature, **_):
     """fp32 [B, H, L, S] attention logits for the given score."""
     f32 = jnp.float32
     if score == "scaled_dot":
-        return jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=f32) * q.shape[-1] ** -0.5
+        return _qk(q, k, preferred_element_type=f32) * q.shape[-1] ** -0.5
     if score == "dot":
-        return jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=f32)
+        return _qk(q, k, preferred_element_type=f32)
     if score == "cosine":
         qn = _l2_normalize(q.astype(f32))
         kn = _l2_normalize(k.astype(f32))
-        return jnp.einsum("blhd,bshd->bhls", qn, kn) / cosine_temperature
-    if score == "additive":
+        return _qk(qn, kn) / cosine_temperature
+    if score == "additive":  # per-head projections of the keys: k is repeated to H heads
+        k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
         qa = jnp.einsum("blhd,hda->bhla", q.astype(f32), params["w_q"])
         ka = jnp.einsum("bshd,hda->bhsa", k.astype(f32), params["w_k"])
         return jnp.einsum("bhlsa,ha->bhls", jnp.tanh(qa[:, :, :, None] + ka[:, :, None]), params["v"])
     raise ValueError(f"dense: score must be one of {SCORES}, got {score!r}")
+
+
+def _qk(q, k, **kw):
+    """q [B, L, H, D] · k [B, S, Hk, D] -> [B, H, L, S]; query head h against key head h // G
+    through a group axis (no repeated keys)."""
+    B, L, H, D = q.shape
+    Hk = k.shape[2]
+    if Hk == H:
+        return jnp.einsum("blhd,bshd->bhls", q, k, **kw)
+    s = jnp.einsum("blkgd,bskd->bkgls", q.reshape(B, L, Hk, H // Hk, D), k, **kw)
+    return s.reshape(B, H, L, k.shape[1])
+
+
+def _pv(w, v):
+    """w [B, H, L, S] · v [B, S, Hk, Dv] -> fp32 [B, L, H, Dv] (grouped as `_qk`)."""
+    B, H, L, S = w.shape
+    Hk = v.shape[2]
+    if Hk == H:
+        return jnp.einsum("bhls,bshd->blhd", w, v, preferred_element_type=jnp.float32)
+    out = jnp.einsum("bkgls,bskd->blkgd", w.reshape(B, Hk, H // Hk, L, S), v,
+                     preferred_element_type=jnp.float32)
+    return out.reshape(B, L, H, v.shape[-1])
 
 
 def _l2_normalize(x):
@@ -82,21 +112,54 @@ def weights(scores, visible, *, normalize, temperature, rng):
     raise ValueError(f"dense: normalize must be one of {NORMALIZERS}, got {normalize!r}")
 
 
-def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern=None, **options):
-    """Dense attention; `pattern` ([L, S] or [H, L, S] bool) restricts it further (the reference)."""
+def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern=None,
+              segment_ids=None, alibi_slopes=None, **options):
+    """Dense attention; `pattern` ([L, S] or [H, L, S] bool) restricts it further (the reference).
+    k, v may have Hk < H heads; segment_ids (q_ids [B, L], kv_ids [B, S]) and alibi_slopes [H]
+    as in the contract (`core/contract.py`); with sink=True params["sink"] [H] joins each
+    softmax denominator."""
     opts = {**dataclasses.asdict(Options()), **options}
     L, S = q.shape[1], k.shape[1]
     k, v = masks.hide_masked(key_mask, k, v)  # weights of masked keys are 0, and 0·NaN is NaN
     vis = masks.visible_mask(L, S, key_mask=key_mask, causal=causal, pattern=pattern)
-    w = weights(logits(params, q, k, **opts), vis, normalize=opts["normalize"],
-                temperature=opts["temperature"], rng=rng)
-    out = jnp.einsum("bhls,bshd->blhd", w.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return out.astype(q.dtype)
+    if segment_ids is not None:
+        vis = vis & (segment_ids[0][:, None, :, None] == segment_ids[1][:, None, None, :])
+    scores = logits(params, q, k, **opts)
+    if alibi_slopes is not None:
+        dist = np.abs(np.arange(L)[:, None] - np.arange(S)[None, :]).astype(np.float32)
+        scores = scores - jnp.asarray(alibi_slopes, jnp.float32)[None, :, None, None] * dist
+    if opts["sink"]:
+        w = sinks.softmax(scores, vis, params["sink"])
+    else:
+        w = weights(scores, vis, normalize=opts["normalize"], temperature=opts["temperature"], rng=rng)
+    return _pv(w.astype(v.dtype), v).astype(q.dtype)
 
+
+def _decode_score(params, q_t, cache, **options):
+    """Logits [B, H, 1, N] of q_t against the cached keys [B, N, Hk, D] (grouped)."""
+    return logits(params, q_t, cache["k"], **options)
+
+
+def _decode_weights(scores, visible, *, normalize, temperature, **_):
+    """As apply with rng=None: decoding draws no Gumbel noise."""
+    return weights(scores, visible, normalize=normalize, temperature=temperature, rng=None)
+
+
+DECODER = decode.kv_decoder(decode.full_length, decode.everything, score=_decode_score,
+                            normalize=_decode_weights)
+
+
+def decode_init(params, *sizes, rng, normalize, **options):
+    if normalize == "gumbel" and rng is not None:
+        raise ValueError("dense: decoding draws no Gumbel noise (apply draws it over the whole "
+                         "[B, H, L, S] logits); decode with rng=None")
+    return DECODER[0](params, *sizes, rng=rng, normalize=normalize, **options)
 
 SPEC = register(
     "dense", family="dense", exact=True, supports_causal=True, impl=attention, options=Options,
+    kv_heads="native", segments=True, alibi=True,
     init_fn=init, state_size=kv_cache, pattern_fn=lambda L, S, **_: np.ones((L, S), dtype=bool),
+    decode_init_fn=decode_init, decode_step_fn=DECODER[1], decode_minimal=True,
     complexity="O(N²)", description="Full softmax attention (the reference); score and normalizer options.",
     test_options=({}, {"score": "dot"}, {"score": "cosine"}, {"score": "additive", "additive_dim": 4},
                   {"normalize": "hard"}, {"normalize": "gumbel", "temperature": 0.5}),

@@ -7,6 +7,7 @@ state across chunks), memory O(N·D + chunk²). Padded keys reach neither numera
 from __future__ import annotations
 
 import dataclasses
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import kernelized
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
@@ -38,9 +39,13 @@ def state_size(L, H, D, **_):
     return H * (D * D + D)
 
 
+DECODER = decode.kernel_decoder(lambda params, x, kind, *, feature_map, **_:
+                                kernelized.feature_map(feature_map, x))
+
 SPEC = register(
     "linear", family="kernel", exact=False, supports_causal=True, impl=attention,
     options=Options, reference=reference, state_size=state_size, complexity="O(N·D·Dv)",
+    decode_init_fn=DECODER[0], decode_step_fn=DECODER[1], decode_minimal=True,
     description="Linear Transformer: φ(q)(φ(k)ᵀv) normalized, φ = elu+1 or relu; chunked causal scan.",
     test_options=({"chunk": 8}, {"chunk": 8, "feature_map": "relu"}),
     bench_options={"feature_map": "elu", "chunk": 128},

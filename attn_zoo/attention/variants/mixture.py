@@ -151,15 +151,30 @@ def _rng(rng, g):
     return None if rng is None else jax.random.fold_in(rng, g)
 
 
+def _kv(x, hs, H):
+    """The key/value heads of x [B, S, Hk, X] that query heads `hs` read (G = H // Hk query heads
+    per key head): a slice where the group's boundaries fall on multiples of G, else those heads
+    gathered for this group alone."""
+    G = H // x.shape[2]
+    if hs.start % G == 0 and hs.stop % G == 0:
+        return x[:, :, hs.start // G: hs.stop // G]
+    return x[:, :, np.arange(hs.start, hs.stop) // G]
+
+
 def init(rng, q, k, v, *, groups):
-    return {f"g{g}": spec.init(_rng(rng, g), q[:, :, hs], k[:, :, hs], v[:, :, hs], **opts)
-            for g, spec, hs, opts in _components(groups, q.shape[2])}
+    H = q.shape[2]
+    return {f"g{g}": spec.init(_rng(rng, g), q[:, :, hs], _kv(k, hs, H), _kv(v, hs, H), **opts)
+            for g, spec, hs, opts in _components(groups, H)}
 
 
-def attention(params, q, k, v, *, key_mask, causal, rng, groups):
-    outs = [spec.apply(params[f"g{g}"], q[:, :, hs], k[:, :, hs], v[:, :, hs], key_mask=key_mask,
-                       causal=causal, rng=_rng(rng, g), **opts)
-            for g, spec, hs, opts in _components(groups, q.shape[2])]
+def attention(params, q, k, v, *, key_mask, causal, rng, groups, segment_ids=None, alibi_slopes=None):
+    """Each group through its own variant's apply, which refuses segment_ids or alibi_slopes
+    where that variant does not support them."""
+    H = q.shape[2]
+    outs = [spec.apply(params[f"g{g}"], q[:, :, hs], _kv(k, hs, H), _kv(v, hs, H), key_mask=key_mask,
+                       causal=causal, rng=_rng(rng, g), segment_ids=segment_ids,
+                       alibi_slopes=None if alibi_slopes is None else alibi_slopes[hs], **opts)
+            for g, spec, hs, opts in _components(groups, H)]
     return jnp.concatenate([o.astype(q.dtype) for o in outs], axis=2)
 
 
@@ -168,7 +183,7 @@ def update(params, q, k, v, *, key_mask=None, groups):
     for g, spec, hs, opts in _components(groups, q.shape[2]):
         p = params[f"g{g}"]
         new[f"g{g}"] = p if spec.update is None else spec.update(
-            p, q[:, :, hs], k[:, :, hs], v[:, :, hs], key_mask=key_mask, **opts)
+            p, q[:, :, hs], _kv(k, hs, q.shape[2]), _kv(v, hs, q.shape[2]), key_mask=key_mask, **opts)
     return new
 
 
@@ -206,7 +221,7 @@ def chosen_pattern(params, q, k, v, *, key_mask=None, causal=False, rng=None, gr
             parts.append(np.broadcast_to(m, (B, n, L, S)))
         elif spec.chosen_pattern is not None:
             parts.append(np.asarray(spec.chosen_pattern(
-                params[f"g{g}"], q[:, :, hs], k[:, :, hs], v[:, :, hs], key_mask=key_mask,
+                params[f"g{g}"], q[:, :, hs], _kv(k, hs, H), _kv(v, hs, H), key_mask=key_mask,
                 causal=causal, rng=_rng(rng, g), **opts), dtype=bool))
         else:
             raise ValueError(f"mixture: component '{spec.name}' has neither a pattern nor a chosen_pattern")
@@ -220,10 +235,50 @@ def state_size(L, H, D, *, groups):
     return None if None in sizes else sum(sizes)
 
 
+def _kv_heads(hs, H, Hk):
+    """The kv heads the query heads `hs` read (query head h reads kv head h // (H / Hk)): a slice
+    when the group covers whole kv-head groups, else one kv head per query head (an index array)."""
+    G = H // Hk
+    if hs.start % G == 0 and hs.stop % G == 0:
+        return slice(hs.start // G, hs.stop // G)
+    return np.arange(hs.start, hs.stop) // G
+
+
+def _num_heads(index):
+    return index.stop - index.start if isinstance(index, slice) else len(index)
+
+
+def decode_init(params, B, max_length, H, Hk, D, Dv, dtype, /, *, rng, groups, alibi_slopes=None):
+    """Each group's own decoding cache (a component that cannot decode raises its reason); each
+    gets its heads' alibi_slopes when given."""
+    return {f"g{g}": spec.decode_init(
+        params[f"g{g}"], B, max_length, hs.stop - hs.start, _num_heads(_kv_heads(hs, H, Hk)), D, Dv,
+        dtype, rng=_rng(rng, g), **({} if alibi_slopes is None else {"alibi_slopes": alibi_slopes[hs]}),
+        **opts)
+        for g, spec, hs, opts in _components(groups, H)}
+
+
+def decode_step(params, cache, q_t, k_t, v_t, *, groups):
+    H, Hk = q_t.shape[2], k_t.shape[2]
+    outs, new = [], {}
+    for g, spec, hs, opts in _components(groups, H):
+        kv = _kv_heads(hs, H, Hk)
+        out, new[f"g{g}"] = spec.decode_step(params[f"g{g}"], cache[f"g{g}"], q_t[:, :, hs],
+                                             k_t[:, :, kv], v_t[:, :, kv], **opts)
+        outs.append(out.astype(q_t.dtype))
+    return jnp.concatenate(outs, axis=2), new
+
+
+def decode_minimal(*, groups):
+    return all(spec.decode_is_minimal(**opts) for _, spec, _, opts in _components(groups))
+
+
 SPEC = register(
     "mixture", family="mixture", exact=True, supports_causal=True, impl=attention,
+    kv_heads="native", segments=True, alibi=True,
     options=Options, init_fn=init, pattern_fn=pattern, state=state, update=update, needs_rng=True,
-    state_size=state_size,
+    state_size=state_size, decode_init_fn=decode_init, decode_step_fn=decode_step,
+    decode_minimal=decode_minimal,
     chosen_pattern=chosen_pattern, complexity="sum of its groups'",
     description="Groups of heads, each with its own variant and options, e.g. 'local(window=64)*1/2 + strided*rest'.",
     test_options=({"groups": "local(window=3, block=8) + bigbird(block=4, num_random=1)"},),

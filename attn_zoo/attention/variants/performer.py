@@ -18,6 +18,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import kernelized
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -110,10 +111,39 @@ def state_size(L, H, D, *, num_features, **_):
     return H * (num_features * D + num_features)
 
 
+def _decode_features(params, x, kind, *, kernel, **_):
+    """φ of x [B, 1, heads, D] for decoding: the query features of apply (divided by their max),
+    the keys' log-features u (softmax kernel: the decoder keeps a running max), or relu features."""
+    w = jax.lax.stop_gradient(params["features"])
+    if kernel == "relu":
+        return jax.nn.relu(x.astype(F32) @ w.T) + RELU_EPS
+    u = log_features(w, x)
+    return u if kind == "k" else jnp.exp(u - jnp.max(u, axis=-1, keepdims=True))
+
+
+_SOFTMAX, _RELU = (decode.kernel_decoder(_decode_features, log_k=log_k) for log_k in (True, False))
+
+
+def decode_init(params, *args, redraw, kernel, **options):
+    """The recurrent state of the kernel's decoder (a running max with the softmax kernel)."""
+    if redraw:
+        raise ValueError("performer: redraw=True draws new features on every call; decoding needs "
+                         "fixed features (redraw=False)")
+    return (_SOFTMAX if kernel == "softmax" else _RELU)[0](params, *args, redraw=redraw,
+                                                           kernel=kernel, **options)
+
+
+def decode_step(params, cache, q_t, k_t, v_t, *, kernel, **options):
+    """One position through the kernel's decoder (`core/decode.kernel_decoder`)."""
+    return (_SOFTMAX if kernel == "softmax" else _RELU)[1](params, cache, q_t, k_t, v_t,
+                                                           kernel=kernel, **options)
+
+
 SPEC = register(
     "performer", family="kernel", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("features",), reference=reference, reference_atol=2e-5,
-    state_size=state_size,
+    state_size=state_size, decode_init_fn=decode_init, decode_step_fn=decode_step,
+    decode_minimal=lambda kernel, **_: kernel == "relu",  # softmax: plus a running max per head
     reference_scale=2.0, complexity="O(N·M·Dv)",
     description="FAVOR+: positive orthogonal random features for the softmax kernel (or ReLU).",
     test_options=({"num_features": 12, "chunk": 8}, {"num_features": 16, "kernel": "relu", "chunk": 8}),

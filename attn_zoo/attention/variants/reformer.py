@@ -14,6 +14,15 @@ the bucket-sorted stream (`bucketing.causal_window_attention`). O(N·chunk) time
 
 Rotations: params["rotations"] [H, D, n_hashes, n_buckets/2] (a fresh draw per layer from init,
 declared non-gradient state, never updated); with rehash=True and an rng (training), a fresh draw per call.
+
+Departure, kept on purpose: the first chunk of each round does not look back. trax's and
+reformer-pytorch's look-one-back rolls the chunked tensor, so their first chunk also sees the last
+one. Here the first chunk starts the sort's first bucket, no part of which precedes it, so a
+wrapped look-back could only add keys of the last buckets (or the padding's, masked), keys the
+hashing put in other buckets: pairs it judged unrelated, with no effect on the approximation but
+cost. (With n_buckets=1 the last chunk is the same bucket; the exact limit, one chunk >= L, is
+unaffected.) Offering it would change `bucketing.sorted_chunk_attention`, shared by the
+clustering variants, so it is not an option.
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import lse
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
@@ -135,12 +145,29 @@ def state_size(L, H, D, *, n_hashes, n_buckets, chunk, **_):
     return 2 * H * D * min(L, slots)
 
 
+def _decode_buckets(params, q_t, *, rng, n_hashes, n_buckets, rehash, **_):
+    """int32 [B, H, n_hashes]: position t's bucket per round, as `_plan` hashes it."""
+    B, _, H, D = q_t.shape
+    if n_buckets == 1:
+        return jnp.zeros((B, H, n_hashes), jnp.int32)
+    rot = (random_rotations(rng, H, D, n_hashes, n_buckets) if rehash and rng is not None
+           else params["rotations"])
+    proj = jnp.einsum("bhd,hdrk->bhrk", _normalize(q_t[:, 0].astype(F32)), jax.lax.stop_gradient(rot))
+    return jnp.argmax(jnp.concatenate([proj, -proj], axis=-1), axis=-1).astype(jnp.int32)
+
+
+# a full KV cache of the normalized queries (more than state_size's per-bucket windows)
+DECODER = decode.bucket_decoder(_decode_buckets, lambda n, /, *, chunk, **_: min(chunk, n),
+                                shared_qk=True, self_logit=bk.SELF_LOGIT)
+
 SPEC = register(
     "reformer", family="clustering", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("rotations",), chosen_pattern=chosen_pattern,
-    state_size=state_size,
+    state_size=state_size, decode_init_fn=DECODER[0], decode_step_fn=DECODER[1],
     complexity="O(N·chunk·n_hashes)",
     description="Shared-QK angular LSH: sort by bucket, attend own + previous chunk, rounds by logsumexp.",
     test_options=({"n_hashes": 2, "n_buckets": 4, "chunk": 4, "rehash": True},),
     bench_options={"n_hashes": 2, "n_buckets": 64, "chunk": 128},
+    departures="the first chunk of each round does not look back (trax and reformer-pytorch wrap it "
+               "to the last chunk: keys of other buckets only; see the module docstring)",
 )

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -167,10 +168,23 @@ def state_size(L, H, D, *, num_clusters, window, **_):
     return 2 * H * D * (min(L, num_clusters * window) if window else L)
 
 
+def _decode_buckets(params, q_t, *, rng, num_clusters, **_):
+    """int32 [B, H, 1]: the centroid nearest position t's normalized query (the causal rule)."""
+    del rng
+    B, _, H, D = q_t.shape
+    mu = _centroids(params, H, D, num_clusters)
+    s = jnp.einsum("bhd,hkd->bhk", _normalize(q_t[:, 0].astype(F32)), mu)
+    return jnp.argmax(s, axis=-1).astype(jnp.int32)[..., None]
+
+
+# a full KV cache and each position's cluster (more than state_size's per-cluster windows)
+DECODER = decode.bucket_decoder(
+    _decode_buckets, lambda n, /, *, num_clusters, window, **_: _sizes(n, n, num_clusters, window)[0])
+
 SPEC = register(
     "routing", family="clustering", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=("centroids",), update=update, chosen_pattern=chosen_pattern,
-    state_size=state_size,
+    state_size=state_size, decode_init_fn=DECODER[0], decode_step_fn=DECODER[1],
     complexity="O(N·K·D + N·w·D)",
     description="Online k-means routing: each centroid's top-w queries and keys attend within the cluster.",
     test_options=({"num_clusters": 3, "window": 5},),

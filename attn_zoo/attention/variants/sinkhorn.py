@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_zoo.attention.core import bucketing as bk
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -164,9 +165,46 @@ def state_size(L, H, D, **_):
     return 2 * L * H * D
 
 
+def decode_init(params, B, max_length, H, Hk, D, Dv, dtype, /, *, rng, block, **_):
+    """A full KV cache (n·b slots, H heads: the sorting network is per query head, so apply and
+    decoding repeat Hk < H kv heads) and the query sums of each block; with an rng, the Gumbel
+    noise that apply adds to the [B, H, n, n] block scores at L = max_length."""
+    del Hk
+    b = min(block, max_length)
+    n = -(-max_length // b)
+    z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
+    return {"k": z(B, n * b, H, D), "v": z(B, n * b, H, Dv), "qsum": jnp.zeros((B, n, H, D), F32),
+            "t": jnp.zeros((), jnp.int32),
+            "noise": None if rng is None else jax.random.gumbel(rng, (B, H, n, n), F32)}
+
+
+def decode_step(params, cache, q_t, k_t, v_t, *, block, temperature, **_):
+    """Position t in block i sees its own block up to t and the block π(i) < i that the sorting
+    network picks from block i − 1's query mean and the earlier blocks' key means."""
+    t, (B, n, H, D) = cache["t"], cache["qsum"].shape
+    b = cache["k"].shape[1] // n
+    i = t // b
+    k_t, v_t = (decode.repeat_kv(x, H) for x in (k_t, v_t))
+    k, v = decode.put(cache["k"], k_t, t), decode.put(cache["v"], v_t, t)
+    qsum = cache["qsum"].at[:, i].add(q_t[:, 0].astype(F32))
+    kbar = jnp.swapaxes(jnp.sum(k.reshape(B, n, b, H, D).astype(F32), axis=2) / b, 1, 2)  # [B, H, n, D]
+    qprev = (qsum[:, jnp.maximum(i - 1, 0)] / b)[:, :, None]  # [B, H, 1, D]
+    r = block_scores(params, qprev, kbar)[:, :, 0]  # [B, H, n]
+    if cache["noise"] is not None:
+        r = r + jax.lax.dynamic_index_in_dim(cache["noise"], i, axis=2, keepdims=False)
+    blk = jnp.arange(n * b) // b
+    perm = jnp.argmax(jnp.where(jnp.arange(n) < i, r / temperature, -jnp.inf), axis=-1)  # [B, H]
+    own = (blk == i) & (jnp.arange(n * b) <= t)
+    vis = own | ((i > 0) & (blk == perm[..., None]))  # [B, H, N]
+    w = decode.softmax(decode.scaled_dot(params, q_t, {"k": k}), vis[:, :, None, :])
+    out = decode.weighted_values(w, v)
+    return out.astype(q_t.dtype), {**cache, "k": k, "v": v, "qsum": qsum, "t": t + 1}
+
+
 SPEC = register(
     "sinkhorn", family="learned", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, chosen_pattern=chosen_pattern, state_size=state_size,
+    decode_init_fn=decode_init, decode_step_fn=decode_step,  # plus the block query sums
     complexity="O(N·b + (N/b)²·b·D)",
     description="Sparse Sinkhorn: each block attends to itself and to the key block a learned sort gives it.",
     test_options=({"block": 4, "sinkhorn_iters": 4},),

@@ -13,7 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import lse
+from attn_zoo.attention.core import contract
+from attn_zoo.attention.core import sinks
 from attn_zoo.attention.core import sparse_common
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -26,6 +29,7 @@ class Options:
     summary: int = option(8, "c: summary positions at the end of each block (fixed)", min=0)
     split_heads: int = option(0, "0: every head sees both parts; H: half the heads each", min=0)
     tile: int = option(128, "tile size of the exact engine", min=1)
+    sink: bool = sinks.sink_option()
 
     def check(self):
         if self.layout == "fixed" and self.summary > self.block:
@@ -39,7 +43,7 @@ def _check_heads(split_heads, H):
         raise ValueError(f"sparse_transformer: split_heads={split_heads} but the input has H={H} heads")
 
 
-def _same_block(q, k, v, key_mask, *, block, causal, tile):
+def _same_block(q, k, v, key_mask, *, block, causal, tile, segments, alibi_slopes):
     """A1 of 'fixed': qpos // block == kpos // block, on the tiles that overlap such blocks."""
     def block_mask_fn(nq, nk, bq, bk):
         i, j = np.arange(nq)[:, None], np.arange(nk)[None, :]
@@ -52,10 +56,16 @@ def _same_block(q, k, v, key_mask, *, block, causal, tile):
         return vis & (kp <= qp) if causal else vis
 
     return bs.attention(q, k, v, key_mask, block_mask_fn=block_mask_fn, mask_fn=mask_fn,
-                        block_q=tile, block_k=tile, return_lse=True)
+                        block_q=tile, block_k=tile, return_lse=True, segments=segments,
+                        alibi=_alibi(q, k, alibi_slopes))
 
 
-def _summary(q, k, v, key_mask, *, block, summary, causal, tile, exclude_own):
+def _alibi(q, k, slopes):
+    return None if slopes is None else (slopes, *bs.positions(q.shape[0], q.shape[1], k.shape[1]))
+
+
+def _summary(q, k, v, key_mask, *, block, summary, causal, tile, exclude_own, segments,
+             alibi_slopes):
     """A2 of 'fixed': keys at the last `summary` positions of each block (own block excluded
     when the union with A1 is taken, so the two parts are disjoint)."""
     S = k.shape[1]
@@ -64,48 +74,71 @@ def _summary(q, k, v, key_mask, *, block, summary, causal, tile, exclude_own):
         return None
     visible = (lambda qp, kp: qp // block != kp // block) if exclude_own else None
     return sparse_common.subset_attention(q, k, v, key_mask, kidx=kidx, visible=visible,
-                                          causal=causal, block=tile, return_lse=True)
+                                          causal=causal, block=tile, return_lse=True,
+                                          segments=segments, alibi_slopes=alibi_slopes)
 
 
-def _local(q, k, v, key_mask, *, block, causal, tile):
+def _local(q, k, v, key_mask, *, block, causal, tile, segments, alibi_slopes):
     """A1 of 'strided': |i − j| < block (causal 0 <= i − j < block)."""
     dlo, dhi = (0 if causal else -(block - 1)), block - 1
     return bs.attention(
         q, k, v, key_mask,
         block_mask_fn=lambda nq, nk, bq, bk: bs.band_block_mask(nq, nk, bq, bk, dlo, dhi),
-        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=tile, block_k=tile, return_lse=True)
+        mask_fn=bs.band_mask_fn(dlo, dhi), block_q=tile, block_k=tile, return_lse=True,
+        segments=segments, alibi=_alibi(q, k, alibi_slopes))
 
 
-def _stride(q, k, v, key_mask, *, block, causal, tile, exclude_own):
+def _stride(q, k, v, key_mask, *, block, causal, tile, exclude_own, segments, alibi_slopes):
     """A2 of 'strided': (i − j) mod block == 0 (i == j excluded in the union: it is in A1)."""
     return sparse_common.residue_attention(
         q, k, v, key_mask, stride=block, dlo=0 if causal else -bs.BIG, dhi=bs.BIG, block=tile,
-        exclude_self=exclude_own, return_lse=True)
+        exclude_self=exclude_own, return_lse=True, segments=segments, alibi_slopes=alibi_slopes)
 
 
-def _parts(q, k, v, key_mask, *, layout, block, summary, causal, tile, union):
-    """[(out, lse) of A1, (out, lse) of A2 or None]."""
+def _parts(q, k, v, key_mask, *, layout, block, summary, causal, tile, union, **extra):
+    """[(out, lse) of A1, (out, lse) of A2 or None]; extra: segments, alibi_slopes."""
     if layout == "fixed":
-        return [_same_block(q, k, v, key_mask, block=block, causal=causal, tile=tile),
+        return [_same_block(q, k, v, key_mask, block=block, causal=causal, tile=tile, **extra),
                 _summary(q, k, v, key_mask, block=block, summary=summary, causal=causal, tile=tile,
-                         exclude_own=union)]
-    return [_local(q, k, v, key_mask, block=block, causal=causal, tile=tile),
-            _stride(q, k, v, key_mask, block=block, causal=causal, tile=tile, exclude_own=union)]
+                         exclude_own=union, **extra)]
+    return [_local(q, k, v, key_mask, block=block, causal=causal, tile=tile, **extra),
+            _stride(q, k, v, key_mask, block=block, causal=causal, tile=tile, exclude_own=union,
+                    **extra)]
 
 
-def attention(params, q, k, v, *, key_mask, causal, rng, layout, block, summary, split_heads, tile):
-    del params, rng
+def _halves(k, v, H):
+    """The key/value heads of query heads [0, H/2) and [H/2, H): Hk/2 each when the groups of
+    G = H // Hk heads do not straddle the middle, else K/V repeated to H heads first."""
+    G = H // k.shape[2]
+    if (H // 2) % G:
+        k, v, G = contract.repeat_kv(k, G), contract.repeat_kv(v, G), 1
+    hk = H // 2 // G
+    return (k[:, :, :hk], v[:, :, :hk]), (k[:, :, hk:], v[:, :, hk:])
+
+
+def attention(params, q, k, v, *, key_mask, causal, rng, layout, block, summary, split_heads, tile,
+              sink, segment_ids=None, alibi_slopes=None):
+    del rng
     H = q.shape[2]
     _check_heads(split_heads, H)
-    opts = dict(layout=layout, block=block, summary=summary, causal=causal, tile=tile)
+    opts = dict(layout=layout, block=block, summary=summary, causal=causal, tile=tile,
+                segments=segment_ids)
     if not split_heads:
-        parts = [p for p in _parts(q, k, v, key_mask, union=True, **opts) if p is not None]
-        return lse.merge([o for o, _ in parts], [part_lse for _, part_lse in parts])
+        parts = [p for p in _parts(q, k, v, key_mask, union=True, alibi_slopes=alibi_slopes, **opts)
+                 if p is not None]
+        out = lse.merge([o for o, _ in parts], [part_lse for _, part_lse in parts], return_lse=sink)
+        return sinks.apply(*out, params["sink"]) if sink else out
     h = H // 2
     zero = jnp.zeros(q.shape[:2] + (h, v.shape[-1]), q.dtype)
-    a1, _ = _parts(q[:, :, :h], k[:, :, :h], v[:, :, :h], key_mask, union=False, **opts)
-    _, a2 = _parts(q[:, :, h:], k[:, :, h:], v[:, :, h:], key_mask, union=False, **opts)
-    return jnp.concatenate([a1[0], zero if a2 is None else a2[0]], axis=2)
+    s1, s2 = (None, None) if alibi_slopes is None else (alibi_slopes[:h], alibi_slopes[h:])
+    (k1, v1), (k2, v2) = _halves(k, v, H)
+    a1, _ = _parts(q[:, :, :h], k1, v1, key_mask, union=False, alibi_slopes=s1, **opts)
+    _, a2 = _parts(q[:, :, h:], k2, v2, key_mask, union=False, alibi_slopes=s2, **opts)
+    out = jnp.concatenate([a1[0], zero if a2 is None else a2[0]], axis=2)
+    if not sink:
+        return out
+    none = jnp.full(q.shape[:2] + (h,), -jnp.inf, jnp.float32)
+    return sinks.apply(out, jnp.concatenate([a1[1], none if a2 is None else a2[1]], axis=2), params["sink"])
 
 
 def sub_patterns(L, S, *, layout, block, summary):
@@ -141,9 +174,28 @@ def state_size(L, H, D, *, layout, block, summary, split_heads, **_):
     return 2 * D * (H // 2 * (a1 + a2) if split_heads else H * union)
 
 
+def _visible(t, pos, table, *, layout, block, summary, split_heads, **_):
+    """The decoding rule: A1 and A2 at position t over the cached positions (bool [N] | [H, N])."""
+    if layout == "fixed":
+        a1, a2 = t // block == pos // block, pos % block >= block - summary
+    else:
+        a1, a2 = t - pos < block, (t - pos) % block == 0
+    if not split_heads:
+        return a1 | a2
+    h = split_heads // 2
+    return jnp.concatenate([jnp.broadcast_to(a1, (h,) + a1.shape), jnp.broadcast_to(a2, (h,) + a2.shape)])
+
+
+# a full KV cache (the rule reads positions); fixed and split layouts keep more than state_size
+DECODER = decode.kv_decoder(decode.full_length, _visible,
+                            check=lambda H, Hk, *, split_heads, **_: _check_heads(split_heads, H))
+
 SPEC = register(
     "sparse_transformer", family="pattern", exact=True, supports_causal=True, impl=attention,
+    kv_heads="native", segments=True, alibi=True,
     options=Options, pattern_fn=pattern, state_size=state_size, complexity="O(N·(l + N·c/l))",
+    decode_init_fn=DECODER[0], decode_step_fn=DECODER[1],
+    decode_minimal=lambda layout, split_heads, **_: layout == "strided" and not split_heads,
     description="Child et al. factorized: fixed (block + summary columns) or strided (band + stride); heads may split.",
     test_options=({"block": 5, "summary": 2, "tile": 8},
                   {"layout": "strided", "block": 4, "tile": 4}),

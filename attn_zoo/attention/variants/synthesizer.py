@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_zoo.attention.core import block_sparse as bs
+from attn_zoo.attention.core import decode
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core.options import option
 from attn_zoo.attention.core.registry import register
@@ -151,9 +152,31 @@ def state_size(L, H, D, *, mix_dot, **_):
     return (2 if mix_dot else 1) * L * H * D
 
 
+def _decode_logits(params, q_t, cache, *, mode, factors, mix_dot, **_):
+    """fp32 [B|1, H, 1, N]: row t of G over the N cached positions (+ q·k/√D under mix_dot)."""
+    N, t = cache["v"].shape[1], cache["t"]
+    q = q_t.astype(F32)
+    if mode == "dense":
+        g = _mlp(params["mlp"], q)[..., :N]
+    elif mode == "random":
+        g = jax.lax.dynamic_slice_in_dim(params["random"][:, :, :N], t, 1, axis=1)[None]
+    elif mode == "factorized_random":
+        r1 = jax.lax.dynamic_slice_in_dim(params["r1"], t, 1, axis=1)
+        g = jnp.einsum("hlf,hsf->hls", r1, params["r2"][:, :N])[None]
+    else:  # factorized_dense
+        j = jnp.arange(N)
+        g = _mlp(params["mlp_a"], q)[..., j % factors] * _mlp(params["mlp_b"], q)[..., j // factors]
+    return g + decode.scaled_dot(params, q_t, cache) if mix_dot else g
+
+
+# values (and keys under mix_dot) of every position: the logits row of t reaches any earlier one
+DECODER = decode.kv_decoder(decode.full_length, decode.everything, score=_decode_logits,
+                            keys=lambda mix_dot, **_: mix_dot)
+
 SPEC = register(
     "synthesizer", family="learned", exact=False, supports_causal=True, impl=attention,
     options=Options, init_fn=init, state=state, state_size=state_size,
+    decode_init_fn=DECODER[0], decode_step_fn=DECODER[1], decode_minimal=True,
     complexity="O(N²) time, O(N) memory (dense)",
     description="Synthesizer: logits from a per-token MLP or a learned (factorized) L×S matrix, optionally + q·k.",
     test_options=({"mode": "dense", "max_length": 24, "hidden": 8, "mix_dot": True, "block": 8},
