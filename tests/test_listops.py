@@ -160,3 +160,12 @@ def test_reader_names_file_and_line_of_bad_bytes_and_refuses_empty_splits(tmp_pa
         listops.read_tsv(str(empty), 64)
     report = check.check("listops", str(tmp_path))
     assert not report.ok and any("no examples" in p for p in report.problems)
+
+
+def test_a_long_generation_reports_its_progress(tmp_path, capsys):
+    """Every report_every_s seconds (here: every row) a line on stderr says how far it is."""
+    listops.generate(str(tmp_path), train=3, val=1, test=1, min_length=8, max_length=64, max_depth=3,
+                     max_args=3, seed=0, report_every_s=0.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("listops: generated ") for line in lines), lines
+    assert lines[-1].endswith(f"/5 expressions for {tmp_path}"), lines[-1]

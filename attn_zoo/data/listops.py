@@ -8,6 +8,8 @@ sorted VOCAB below (never from a set, so ids are the same in every process).
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -161,14 +163,21 @@ def check_generator(*, min_length, max_length, max_depth, max_args, count, names
                 f"generator would search forever; allowed: a wider length range or {n['count']} <= {distinct}")
 
 
-def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, max_args, seed):
+def generate(out_dir, *, train, val, test, min_length, max_length, max_depth, max_args, seed,
+             report_every_s=10.0):
     """Write basic_{train,val,test}.tsv: unique expressions with min_length < length < max_length
-    (ValueError first when no such set exists: `check_generator`)."""
+    (ValueError first when no such set exists: `check_generator`). Prints its progress to stderr
+    every `report_every_s` seconds (a long generation is not a silent one)."""
     check_generator(min_length=min_length, max_length=max_length, max_depth=max_depth, max_args=max_args,
                     count=train + val + test)
     rng = np.random.default_rng(seed)
     total, seen, rows = train + val + test, set(), []
+    last = time.monotonic()
     while len(rows) < total:
+        if time.monotonic() - last >= report_every_s:
+            print(f"listops: generated {len(rows):,}/{total:,} expressions for {out_dir}", file=sys.stderr,
+                  flush=True)
+            last = time.monotonic()
         try:
             t, length = _tree(rng, 1, max_depth, max_args, [max_length])
         except _TooLong:
