@@ -115,9 +115,8 @@ class SelfAttention(nnx.Module):
             r_attn = jax.random.key(0)  # fixed at eval: deterministic, but the variant still runs
         params = self._params()
         out = spec.apply(params, q, k, v, key_mask=key_mask, causal=causal, rng=r_attn, **extra, **opts)
-        if train and spec.update is not None:  # with K/V repeated to H heads (Hk < H)
-            sg, G = jax.lax.stop_gradient, self.num_heads // self.num_kv_heads
-            k, v = (jnp.repeat(t, G, axis=2) if G > 1 else t for t in (k, v))
+        if train and spec.update is not None:  # the registry repeats K/V for it where needed
+            sg = jax.lax.stop_gradient
             new = spec.update(params, sg(q), sg(k), sg(v), key_mask=key_mask, **opts)
             self.attn_state.set_value(
                 [sg(x) for x, st in zip(jax.tree.leaves(new), self.is_state) if st])

@@ -93,14 +93,23 @@ class AttentionSpec:
         if min(L, H, D) < 1:
             raise ValueError(f"attention '{self.name}': decoding_state needs L, H, D >= 1, "
                              f"got {L}, {H}, {D}")
-        limit = self.length_limit(**opts)
-        if limit is not None and L > limit:
-            raise ValueError(f"attention '{self.name}' was built for length <= "
-                             f"{self.max_length}={limit}, got L={L}")
+        self._check_length(opts, f"L={L}", L)
         if not self.supports_causal or self.state_size is None:
             return None
         n = self.state_size(int(L), int(H), int(D), **opts)
         return None if n is None else int(n)
+
+    def _check_length(self, opts, given, *lengths):
+        """ValueError when a learned-length variant gets a length past its `max_length` option."""
+        limit = self.length_limit(**opts)
+        if limit is not None and max(lengths) > limit:
+            raise ValueError(f"attention '{self.name}' was built for length <= "
+                             f"{self.max_length}={limit}, got {given}")
+
+    def _require_decoder(self):
+        if not self.decodable:
+            raise ValueError(f"attention '{self.name}' cannot decode token by token: "
+                             f"{self.why_not_decodable()}")
 
     @property
     def decodable(self) -> bool:
@@ -121,9 +130,7 @@ class AttentionSpec:
         tokens; see `core/decode.py`. ValueError for a variant that cannot decode (the reason).
         alibi_slopes [H] (variants with alibi=True): the bias apply adds, kept in the cache."""
         opts = self.options(**options)
-        if not self.decodable:
-            raise ValueError(f"attention '{self.name}' cannot decode token by token: "
-                             f"{self.why_not_decodable()}")
+        self._require_decoder()
         sizes = dict(batch_size=batch_size, max_length=max_length, num_heads=num_heads,
                      num_kv_heads=num_kv_heads, head_dim=head_dim, value_dim=value_dim)
         bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
@@ -132,10 +139,7 @@ class AttentionSpec:
         if num_heads % num_kv_heads:
             raise ValueError(f"attention '{self.name}': num_heads={num_heads} must be a multiple of "
                              f"num_kv_heads={num_kv_heads}")
-        limit = self.length_limit(**opts)
-        if limit is not None and max_length > limit:
-            raise ValueError(f"attention '{self.name}' was built for length <= "
-                             f"{self.max_length}={limit}, got max_length={max_length}")
+        self._check_length(opts, f"max_length={max_length}", max_length)
         extra = {}
         if alibi_slopes is not None:
             if not self.alibi:
@@ -148,9 +152,7 @@ class AttentionSpec:
         """(out_t [B, 1, H, Dv] in q_t's dtype, the next cache) for q_t [B, 1, H, D], k_t
         [B, 1, Hk, D], v_t [B, 1, Hk, Dv]: one causal position, the cache's counter t."""
         opts = self.options(**options)
-        if not self.decodable:
-            raise ValueError(f"attention '{self.name}' cannot decode token by token: "
-                             f"{self.why_not_decodable()}")
+        self._require_decoder()
         (B, one, H, D), (Bk, ok, Hk, Dk), (Bv, ov, Hv, _) = q_t.shape, k_t.shape, v_t.shape
         if not (one == ok == ov == 1 and B == Bk == Bv and D == Dk and Hk == Hv and H % Hk == 0):
             raise ValueError(f"attention '{self.name}': decode_step takes q_t [B, 1, H, D], k_t "
@@ -212,10 +214,7 @@ class AttentionSpec:
             raise ValueError(f"causal=True needs L == S, got L={L}, S={S}")
         if key_mask is not None and tuple(key_mask.shape) != (B, S):
             raise ValueError(f"key_mask must be [B, S] = {[B, S]}, got {list(key_mask.shape)}")
-        if self.length_limited and max(L, S) > opts[self.max_length]:
-            raise ValueError(
-                f"attention '{self.name}' was built for length <= {self.max_length}="
-                f"{opts[self.max_length]}, got L={L}, S={S}")
+        self._check_length(opts, f"L={L}, S={S}", L, S)
         if key_mask is not None and key_mask.dtype != np.bool_:
             key_mask = _as_bool_mask(self.name, key_mask)
         for feature, given in (("segments", segment_ids), ("alibi", alibi_slopes)):
