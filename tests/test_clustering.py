@@ -12,7 +12,7 @@ import pytest
 
 from attn_zoo import attention
 from attn_zoo.attention.core import masks
-from attn_zoo.attention.variants import routing, sinkhorn
+from attn_zoo.attention.variants import reformer, routing, sinkhorn
 
 B, N, H, D = 2, 21, 2, 8
 ATOL = 1e-5
@@ -72,13 +72,13 @@ def test_reformer_one_bucket_equals_dense_shared_qk(causal):
     _check_vs_dense(f, ref, q, k, v, ct, f"reformer one bucket (causal={causal})")
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_reformer_computes_its_chosen_pairs_once(causal):
+@pytest.mark.parametrize("causal,wrap", [(False, True), (False, False), (True, True)])
+def test_reformer_computes_its_chosen_pairs_once(causal, wrap):
     """Several rounds, several buckets, padding: the output is the softmax over the union of the
     pairs it reports (each pair once, self only when alone) — outputs and gradients."""
     spec = attention.get("reformer")
     q, k, v, ct, km = _inputs(2)
-    opts = dict(n_hashes=3, n_buckets=4, chunk=4)
+    opts = dict(n_hashes=3, n_buckets=4, chunk=4, wrap=wrap)
     params = spec.init(RNG, q, k, v, **opts)
     vis = spec.chosen_pattern(params, q, k, v, key_mask=km, causal=causal, rng=None,
                               **spec.options(**opts))
@@ -89,6 +89,26 @@ def test_reformer_computes_its_chosen_pairs_once(causal):
     # the pattern is a function of q: hold it fixed for the gradient comparison (hashes are
     # piecewise constant, so the variant's own gradient treats it as fixed too)
     _check_vs_dense(f, ref, q, k, v, ct, f"reformer vs its pattern (causal={causal})")
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_reformer_look_back_rule(wrap):
+    """Non-causal, one round: query i sees key j iff j is real and j's chunk of the sorted stream
+    is i's or the one before; with wrap, chunk 0's 'before' is the last chunk (trax's roll)."""
+    spec = attention.get("reformer")
+    q, k, v, _, km = _inputs(4, pad=0.0)
+    opts = spec.options(n_hashes=1, n_buckets=4, chunk=4, wrap=wrap)
+    params = spec.init(RNG, q, k, v, **opts)
+    _, _, valid, plan, c = reformer._plan(params, q, km, None, causal=False, n_hashes=1, n_buckets=4,
+                                          chunk=4, rehash=False)
+    spos = np.asarray(plan["spos"][0])  # [B, H, Np]
+    n = spos.shape[-1] // c
+    cq, ck = spos[..., :N, None] // c, spos[..., None, :N] // c
+    want = (cq == ck) | (cq - 1 == ck) | (wrap & (cq == 0) & (ck == n - 1))
+    want = np.asarray(_no_self(jnp.asarray(want & np.asarray(km)[:, None, None, :])))
+    got = np.asarray(spec.chosen_pattern(params, q, k, v, key_mask=km, causal=False, rng=None, **opts))
+    np.testing.assert_array_equal(got, want)
+    assert wrap == bool(np.any(want & (cq == 0) & (ck == n - 1))), "no wrapped pair in this draw"
 
 
 def test_reformer_padding_cannot_move_real_tokens():

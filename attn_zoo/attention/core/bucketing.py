@@ -4,7 +4,8 @@ JAX needs static shapes, so ragged groups (LSH buckets, k-means clusters, sorted
 fixed-capacity tiles: tokens are gathered into [B, H, n, C, D] tiles, attention runs inside each
 tile, and results are scattered back. Layouts:
   * sort-and-chunk (`sorted_chunk_attention`): tokens sorted by (bucket, position) (O(N log N)),
-    cut into chunks of C; a query chunk sees its own and the previous chunk. O(N·C).
+    cut into chunks of C; a query chunk sees its own and the previous chunk (wrap: the first
+    chunk's previous is the last). O(N·C).
   * causal window (`causal_window_attention`): a query sees the C most recent real keys j <= i of
     its own bucket, a set no later token can change (chunk membership after a sort can: a leak).
   * top-w membership (`scatter_combine`): each centroid takes a fixed number of tokens; a token in
@@ -50,22 +51,27 @@ def chunks(x, c, axis=2):
 
 def look_back(x, c, axis=2):
     """[B, H, N, ...] -> [B, H, N//c, 2c, ...]: each chunk's previous chunk, then itself.
-    (Chunk 0's 'previous' wraps to the last chunk: callers mask it with `own_or_back`.)"""
+    (Chunk 0's 'previous' is the last chunk: `own_or_back` says whether that slot counts.)"""
     xc = chunks(x, c, axis)
     return jnp.concatenate([jnp.roll(xc, 1, axis=axis), xc], axis=axis + 1)
 
 
-def own_or_back(n, c):
-    """bool [n, 1, 2c]: which look-back slots are real (chunk 0 has no previous chunk)."""
+def own_or_back(n, c, wrap=False):
+    """bool [n, 1, 2c]: which look-back slots are real. Without wrap chunk 0 has no previous
+    chunk; with it, chunk 0 looks back to chunk n-1, unless n = 1 (that would be itself again)."""
+    if wrap and n > 1:
+        return jnp.ones((n, 1, 2 * c), bool)
     first = jnp.arange(n)[:, None, None] == 0
     back = jnp.arange(2 * c)[None, None, :] < c
     return ~(first & back)
 
 
-def chunk_rule(sq, sk, c):
-    """Does a query at sorted place sq see the key at sorted place sk? (own or previous chunk)"""
+def chunk_rule(sq, sk, c, n=None, wrap=False):
+    """Does a query at sorted place sq see the key at sorted place sk? Own or previous chunk;
+    with wrap (n chunks, n > 1), chunk 0's previous is chunk n-1."""
     d = sq // c - sk // c
-    return (d == 0) | (d == 1)
+    seen = (d == 0) | (d == 1)
+    return seen | (d == 1 - n) if wrap and n > 1 else seen
 
 
 def tile_attention(q, k, v, visible, *, scale, bias=None, fixed=None):
@@ -107,7 +113,7 @@ def scatter_combine(outs, lses, idx, n):
     return out.reshape(B, H, n, Dv)
 
 
-def sorted_chunk_attention(q, k, v, valid, spos, perm, r, *, chunk, scale, no_self):
+def sorted_chunk_attention(q, k, v, valid, spos, perm, r, *, chunk, scale, no_self, wrap=False):
     """Round r of sort-and-chunk attention; returns (out [B, H, N, Dv], lse [B, H, N]) by token.
 
     q, k [B, H, N, D], v [B, H, N, Dv] (N a multiple of chunk), valid bool [B, 1|H, N] (real
@@ -115,17 +121,18 @@ def sorted_chunk_attention(q, k, v, valid, spos, perm, r, *, chunk, scale, no_se
     logit of a pair seen in n rounds is lowered by log n, so combining the rounds with `lse.merge`
     gives the softmax over the union of pairs, each counted once.
     no_self: a token's logit to itself is SELF_LOGIT (used only when it sees nothing else).
+    wrap: the first chunk also looks back to the last one (trax's and reformer-pytorch's roll).
     """
     R = spos.shape[0]
     B, H, N, _ = q.shape
     c, n = chunk, N // chunk
     p = perm[r]
     valid_s = jnp.take_along_axis(jnp.broadcast_to(valid, (B, H, N)), p, axis=2)
-    vis = look_back(valid_s, c)[..., None, :] & own_or_back(n, c)
+    vis = look_back(valid_s, c)[..., None, :] & own_or_back(n, c, wrap)
     bias = None
     if R > 1:  # in how many rounds is each pair seen? (all rounds at once: one small graph)
         s_s = jnp.take_along_axis(spos, jnp.broadcast_to(p, spos.shape), axis=3)
-        seen = jnp.sum(chunk_rule(chunks(s_s, c, 3)[..., :, None], look_back(s_s, c, 3)[..., None, :], c),
+        seen = jnp.sum(chunk_rule(chunks(s_s, c, 3)[..., :, None], look_back(s_s, c, 3)[..., None, :], c, n, wrap),
                        axis=0, dtype=jnp.int32)
         bias = -jnp.log(jnp.maximum(seen, 1).astype(F32))
     fixed = (chunks(p, c)[..., :, None] == look_back(p, c)[..., None, :]) if no_self else None
@@ -214,12 +221,12 @@ def _no_self(vis):
     return vis & (~eye | alone)
 
 
-def sorted_chunk_pattern(valid, spos, *, chunk, no_self):
+def sorted_chunk_pattern(valid, spos, *, chunk, no_self, wrap=False):
     """bool [B, H, N, N]: the pairs `sorted_chunk_attention` computes over all rounds, built
     directly from token attributes (O(N²): for pictures and tests only)."""
-    seen = False
+    seen, n = False, spos.shape[-1] // chunk
     for t in range(spos.shape[0]):
-        seen = seen | chunk_rule(spos[t][..., :, None], spos[t][..., None, :], chunk)
+        seen = seen | chunk_rule(spos[t][..., :, None], spos[t][..., None, :], chunk, n, wrap)
     vis = seen & valid[..., None, :]
     return _no_self(vis) if no_self else vis
 

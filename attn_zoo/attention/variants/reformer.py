@@ -5,8 +5,9 @@ Shared QK: keys are the L2-normalized queries, k_j = q_j / ‖q_j‖, so the pas
 is what makes one sort serve queries and keys alike. `key_mask` still decides which tokens may be
 attended. Per round (n_hashes rounds), a token's bucket is argmax([x R; −x R]) for x = q/‖q‖ and
 random rotations R [D, n_buckets/2]; tokens are sorted by (bucket, position) and cut into chunks of
-`chunk`; a query sees its own and the previous chunk; logits q·k/√D; a token attends to itself only
-when it sees nothing else. Rounds combine by log-sum-exp with each (query, key) pair counted once.
+`chunk`; a query sees its own and the previous chunk, the first chunk's previous being the last
+(wrap=True, the paper's form as trax and reformer-pytorch roll it); logits q·k/√D; a token attends
+to itself only when it sees nothing else. Rounds combine by log-sum-exp with each (query, key) pair counted once.
 Padded tokens go to a bucket of their own, after every real one, so they never move a real token's
 chunk. Causal: a query sees the `chunk` most recent real tokens j <= i of its own bucket (chunk
 membership after a sort shifts when a later token changes bucket: a leak), computed on tiles of
@@ -15,14 +16,10 @@ the bucket-sorted stream (`bucketing.causal_window_attention`). O(N·chunk) time
 Rotations: params["rotations"] [H, D, n_hashes, n_buckets/2] (a fresh draw per layer from init,
 declared non-gradient state, never updated); with rehash=True and an rng (training), a fresh draw per call.
 
-Departure, kept on purpose: the first chunk of each round does not look back. trax's and
-reformer-pytorch's look-one-back rolls the chunked tensor, so their first chunk also sees the last
-one. Here the first chunk starts the sort's first bucket, no part of which precedes it, so a
-wrapped look-back could only add keys of the last buckets (or the padding's, masked), keys the
-hashing put in other buckets: pairs it judged unrelated, with no effect on the approximation but
-cost. (With n_buckets=1 the last chunk is the same bucket; the exact limit, one chunk >= L, is
-unaffected.) Offering it would change `bucketing.sorted_chunk_attention`, shared by the
-clustering variants, so it is not an option.
+wrap=False drops the wrapped look-back: the first chunk starts the sort's first bucket, so the
+last chunk's keys are ones the hashing put in other buckets (or padding, masked); without them no
+query sees a pair its hashes judged unrelated. With one chunk (chunk >= L) both forms are the same.
+The causal form has no chunks (above), so wrap does not apply to it.
 """
 from __future__ import annotations
 
@@ -46,6 +43,8 @@ class Options:
     n_buckets: int = option(32, "buckets per round (1 or even)", min=1)
     chunk: int = option(64, "chunk of the sorted stream a query attends (plus the previous one)", min=1)
     rehash: bool = option(False, "draw new rotations from rng on every training call")
+    wrap: bool = option(True, "non-causal: the first chunk looks back to the last (the paper's code); "
+                              "False: it does not look back")
 
     def check(self):
         if self.n_buckets > 1 and self.n_buckets % 2:
@@ -99,17 +98,17 @@ def _plan(params, q, key_mask, rng, *, causal, n_hashes, n_buckets, chunk, rehas
     return qh, kh, valid, plan, c
 
 
-def attention(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, chunk, rehash):
+def attention(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, chunk, rehash, wrap):
     del k  # shared QK: keys are the normalized queries (see the module docstring)
     if v.shape[1] != q.shape[1]:
         raise ValueError(f"reformer: shared-QK attention needs L == S, got L={q.shape[1]}, S={v.shape[1]}")
     (v,) = masks.hide_masked(key_mask, v)  # a masked value's weight is 0, and 0·NaN is NaN
     return _attention(params, q, v, key_mask, rng, causal=causal, n_hashes=n_hashes,
-                      n_buckets=n_buckets, chunk=chunk, rehash=rehash)
+                      n_buckets=n_buckets, chunk=chunk, rehash=rehash, wrap=wrap)
 
 
-@functools.partial(jax.jit, static_argnames=("causal", "n_hashes", "n_buckets", "chunk", "rehash"))
-def _attention(params, q, v, key_mask, rng, *, causal, n_hashes, n_buckets, chunk, rehash):
+@functools.partial(jax.jit, static_argnames=("causal", "n_hashes", "n_buckets", "chunk", "rehash", "wrap"))
+def _attention(params, q, v, key_mask, rng, *, causal, n_hashes, n_buckets, chunk, rehash, wrap):
     """One compiled program per configuration (eager calls compile once, not op by op)."""
     B, L, H, D = q.shape
     qh, kh, valid, plan, c = _plan(params, q, key_mask, rng, causal=causal, n_hashes=n_hashes,
@@ -120,13 +119,14 @@ def _attention(params, q, v, key_mask, rng, *, causal, n_hashes, n_buckets, chun
             qh, kh, vh, valid, plan, r, window=c, scale=D ** -0.5, no_self=True)
     else:
         one_round = lambda r: bk.sorted_chunk_attention(  # noqa: E731
-            qh, kh, vh, valid, plan["spos"], plan["perm"], r, chunk=c, scale=D ** -0.5, no_self=True)
+            qh, kh, vh, valid, plan["spos"], plan["perm"], r, chunk=c, scale=D ** -0.5, no_self=True,
+            wrap=wrap)
     outs, lses = jax.vmap(one_round)(jnp.arange(n_hashes))  # one traced round, not n_hashes
     out = outs[0] if n_hashes == 1 else lse.merge(outs, lses)
     return jnp.swapaxes(out[:, :, :L], 1, 2).astype(q.dtype)
 
 
-def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, chunk, rehash):
+def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_buckets, chunk, rehash, wrap):
     """bool [B, H, L, L]: the pairs attended in any round (self only where nothing else)."""
     L = q.shape[1]
     _, _, valid, plan, c = _plan(params, q, key_mask, rng, causal=causal, n_hashes=n_hashes,
@@ -134,7 +134,7 @@ def chosen_pattern(params, q, k, v, *, key_mask, causal, rng, n_hashes, n_bucket
     if causal:
         vis = bk.causal_window_pattern(valid, plan, window=c, no_self=True)
     else:
-        vis = bk.sorted_chunk_pattern(valid, plan["spos"], chunk=c, no_self=True)
+        vis = bk.sorted_chunk_pattern(valid, plan["spos"], chunk=c, no_self=True, wrap=wrap)
     return vis[:, :, :L, :L]
 
 
@@ -168,6 +168,7 @@ SPEC = register(
     description="Shared-QK angular LSH: sort by bucket, attend own + previous chunk, rounds by logsumexp.",
     test_options=({"n_hashes": 2, "n_buckets": 4, "chunk": 4, "rehash": True},),
     bench_options={"n_hashes": 2, "n_buckets": 64, "chunk": 128},
-    departures="the first chunk of each round does not look back (trax and reformer-pytorch wrap it "
-               "to the last chunk: keys of other buckets only; see the module docstring)",
+    departures="causal: a query sees the `chunk` most recent keys of its own bucket, not its sorted "
+               "chunk and the one before (a sort's chunks move when later tokens change bucket: a "
+               "leak); wrap=False: the first chunk does not look back to the last",
 )
