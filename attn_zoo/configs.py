@@ -110,6 +110,7 @@ FIELD_RULES = {
                                "an integer >= 0 (0 or None: num_heads) that divides num_heads"),
     "model.rope_base": RATE, "model.rope_fraction": Rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "data.pack": Rule(lambda v: isinstance(v, bool), "True or False"),  # bytelm
+    "data.isolate": Rule(lambda v: isinstance(v, bool), "True or False"),
     "train.num_steps": SIZE, "train.batch_size": SIZE, "train.eval_every": SIZE,
     "train.log_every": SIZE, "train.checkpoint_every": SIZE, "train.keep_checkpoints": SIZE,
     "train.learning_rate": RATE, "train.warmup_steps": COUNT, "train.weight_decay": NONNEGATIVE,
@@ -144,13 +145,14 @@ def _kv_heads_divide_heads(config):
 
 
 def _variants_support_the_model(config):
-    """positions='alibi' and packed rows (data.pack) need every layer's variant to take
-    alibi_slopes and segment_ids (spec.alibi, spec.segments)."""
+    """positions='alibi' and isolated packed rows (data.isolate) need every layer's variant to
+    take alibi_slopes and segment_ids (spec.alibi, spec.segments)."""
     from attn_zoo import attention
     from attn_zoo.attention.core import contract, registry
     needs = [(feature, field, value) for feature, field, value, on in (
         ("alibi", "model.positions", "'alibi'", config.model.get("positions") == "alibi"),
-        ("segments", "data.pack", "True", "data" in config and config.data.get("pack", False))) if on]
+        ("segments", "data.isolate", "True", "data" in config and config.data.get("pack", False)
+         and config.data.get("isolate", False))) if on]
     for a in layer_attention(config.model, config.attention) if needs else ():
         spec = attention.get(a["name"])
         for feature, field, value in needs:

@@ -1,8 +1,10 @@
 r"""Byte-level language modelling (causal variants only): bits per byte on a directory of text.
 
 Reads every text file under data.dir ('' = the Python standard library's sources, present on
-every machine), split into train/val/test by a hash of each file's path (5% / 5%), windows of
-max_length bytes. Reported: loss in nats per predicted byte and test bits per byte (= loss/ln 2).
+every machine), split into train/val/test by a hash of each file's path (5% / 5%), and packs each
+split's files, each ended by byte 0, into rows of max_length bytes (data.pack=True; a row's files
+see each other, so every causal variant fits). Reported: loss in nats per predicted byte and test
+bits per byte (= loss/ln 2).
 A variant without causal support is refused here, before any data is read.
 
 `get_config("<variant>[,preset...]")`; the default: 4 layers, emb 256, qkv 256, mlp 1024,
@@ -12,12 +14,13 @@ decay 0.1, up to 64 MB of training text.
 Smoke (~20 s on CPU): attn-zoo train --config configs/bytelm.py:local,smoke --workdir /tmp/lm-smoke
 Presets: smoke; cpu (1 layer, emb 64, 2 heads, length 256, 2 MB of training text, 64 kB val/test,
 batch 8, 300 steps, lr 3e-3; dense ~11 s per run on 2 CPU cores, next-byte test accuracy ~0.23 vs
-0.20 for the most frequent byte), used by experiments/lra_cpu.sh; packed (data.pack=True: files
-packed into rows with segment_ids, each ending with byte 0, no target scored across files; the
-default cuts each file into windows); rope (model.positions='rope', adding model.rope_base and
+0.20 for the most frequent byte), used by experiments/lra_cpu.sh; isolated (data.isolate=True:
+segment_ids keep a row's files apart, no target scored across files; for the variants that take
+segment_ids); windowed (data.pack=False: each file cut into its own windows, the last one padded);
+rope (model.positions='rope', adding model.rope_base and
 model.rope_fraction to override); gqa (model.num_kv_heads=1: one key/value head; override it
 for grouped heads). Other positions: --config.model.positions=alibi|nope|sinusoidal|learned.
-These presets add fields, so configs without them (the suites' records) keep their keys.
+The rope and gqa presets add fields, so configs without them (the suites' records) keep their keys.
 """
 import ml_collections
 
@@ -36,7 +39,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
         head="lm", layer_attention=(), dtype="float32"))
     c.data = ml_collections.ConfigDict(dict(
         task="bytelm", dir="", max_length=1024, val_percent=5, test_percent=5,
-        max_train_bytes=64_000_000, max_eval_bytes=2_000_000))
+        max_train_bytes=64_000_000, max_eval_bytes=2_000_000, pack=True, isolate=False))
     c.train = ml_collections.ConfigDict(dict(
         seed=0, batch_size=32, num_steps=20_000, learning_rate=1e-3, schedule="cosine",
         warmup_steps=1000, weight_decay=0.1, grad_clip=1.0, eval_every=1000, log_every=100,
@@ -59,8 +62,12 @@ def _cpu(c):
     configs.short_options(c, 256)
 
 
-def _packed(c):
-    c.data.pack = True
+def _isolated(c):
+    c.data.isolate = True
+
+
+def _windowed(c):
+    c.data.pack = False
 
 
 def _rope(c):
@@ -71,4 +78,4 @@ def _gqa(c):
     c.model.num_kv_heads = 1
 
 
-PRESETS = {"smoke": _smoke, "cpu": _cpu, "packed": _packed, "rope": _rope, "gqa": _gqa}
+PRESETS = {"smoke": _smoke, "cpu": _cpu, "isolated": _isolated, "windowed": _windowed, "rope": _rope, "gqa": _gqa}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Positions for the byte LM, and length extrapolation: the exact baseline (blockwise) trained with
 # each model.positions on zoo_cpu.sh's bytelm entry (configs/bytelm.py:cpu, 2 layers, batch 16,
-# 1000 steps, 256-byte windows) at the learning rate that entry's sweep chose for blockwise (1e-2,
+# 1000 steps, 256-byte windows: data.pack=False, the form of the recorded table) at the learning rate that entry's sweep chose for blockwise (1e-2,
 # experiments/results/zoo-cpu/bytelm/tuning.md), 3 seeds, then each run's best checkpoint evaluated
 # on the test split at 1×, 2× and 4× the training length (attn-zoo eval --length). Writes the table
 # (test bits per byte, mean ± 95% t interval over seeds) to $OUT. sinusoidal is the suite's own
@@ -29,7 +29,7 @@ for kind in ${KINDS//,/ }; do
     attn-zoo train --config "configs/bytelm.py:$VARIANT,cpu" --workdir "$w" \
       --config.model.num_layers=2 --config.train.batch_size=16 --config.train.num_steps="$STEPS" \
       --config.train.learning_rate="$LR" --config.train.seed="$seed" \
-      --config.model.positions="$kind" >> "$WORK/train.log" 2>&1 \
+      --config.model.positions="$kind" --config.data.pack=False >> "$WORK/train.log" 2>&1 \
       || { echo "$kind seed $seed: training failed, see $WORK/train.log"; exit 1; }
     for mult in 1 2 4; do
       attn-zoo eval --workdir "$w" --split test --length $((LENGTH * mult)) > /dev/null \

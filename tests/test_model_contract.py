@@ -73,7 +73,8 @@ def test_refusals():
 
     c = load(",rope,gqa", "--config.model.rope_fraction=0.25", "--config.model.positions=alibi")
     assert (c.model.num_kv_heads, c.model.rope_fraction, c.model.positions) == (1, 0.25, "alibi")
-    assert "rope_base" not in load("").model and "pack" not in load("").data  # presets add them
+    assert "rope_base" not in load("").model  # the preset adds it
+    assert (load("").data.pack, load("").data.isolate, load(",windowed").data.pack) == (True, False, False)
     with pytest.raises(ValueError, match="config.model.positions='rotary' is not allowed; allowed: one of"):
         load("", "--config.model.positions=rotary")
     with pytest.raises(ValueError, match=r"config.model.rope_fraction=1.5 is not allowed; allowed: a number in "
@@ -84,8 +85,9 @@ def test_refusals():
     with pytest.raises(ValueError, match="config.model.positions='alibi' is not allowed with attention 'linear'; "
                                          "allowed: a variant that takes alibi_slopes: .*blockwise"):
         configs.load(os.path.join(ROOT, "configs", "bytelm.py:linear,smoke"), ["--config.model.positions=alibi"])
-    with pytest.raises(ValueError, match="config.data.pack=True is not allowed with attention 'linear'"):
-        configs.load(os.path.join(ROOT, "configs", "bytelm.py:linear,smoke,packed"))
+    with pytest.raises(ValueError, match="config.data.isolate=True is not allowed with attention 'linear'"):
+        configs.load(os.path.join(ROOT, "configs", "bytelm.py:linear,smoke,isolated"))
+    configs.load(os.path.join(ROOT, "configs", "bytelm.py:linear,smoke"))  # the default fits every causal variant
     with pytest.raises(ValueError, match="attention 'linear' does not support alibi_slopes"):
         _model("linear", positions="alibi")
     inputs, mask = _inputs()
@@ -205,9 +207,26 @@ def test_bytelm_packs_files_into_rows(tmp_path):
         np.testing.assert_array_equal(seg[np.array([1, 0])], ids[[1, 0]])
 
 
+def test_bytelm_default_packs_files_into_rows_without_segments(tmp_path):
+    """The default: the split's files, each ended by byte 0, one stream cut into rows; no
+    segment_ids, so a row's files see each other and every byte but a row's first is a target."""
+    (tmp_path / "text").mkdir()
+    c = configs.load(os.path.join(ROOT, "configs", "bytelm.py:linear,smoke"),
+                     [f"--config.data.dir={_corpus(tmp_path / 'text')}", "--config.data.max_length=16",
+                      "--config.data.val_percent=20", "--config.data.test_percent=20"])
+    task = data.load(c.data)
+    files = bytelm._files(c.data.dir, 20, 20, dict.fromkeys(("train", "val", "test"), 10**9))["train"]
+    stream = np.frombuffer(b"".join(f + b"\0" for f in files), np.uint8)
+    split = task.splits["train"]
+    assert split.segment_ids is None and "segment_ids" not in data.train_batch(split, 0, 4, 0)
+    rows = np.asarray(split.inputs).reshape(-1)
+    np.testing.assert_array_equal(rows[:len(stream)], stream)
+    assert not rows[len(stream):].any() and len(rows) - len(stream) < 16
+
+
 def test_bytelm_packed_rope_trains_and_evaluates_at_2x_and_4x(tmp_path):
     (tmp_path / "text").mkdir()
-    c = configs.load(os.path.join(ROOT, "configs", "bytelm.py:blockwise,smoke,packed,rope"),
+    c = configs.load(os.path.join(ROOT, "configs", "bytelm.py:blockwise,smoke,isolated,rope"),
                      [f"--config.data.dir={_corpus(tmp_path / 'text')}", "--config.data.max_length=16",
                       "--config.data.val_percent=20", "--config.data.test_percent=20",
                       "--config.train.batch_size=4", "--config.train.num_steps=2",

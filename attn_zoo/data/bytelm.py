@@ -7,12 +7,13 @@ path (never by position inside a file), then each file is cut into windows of ma
 a file's last window is padded with an explicit mask. Metric: bits per byte = loss / ln 2 over
 predicted bytes (every byte of a window but its first).
 
-data.pack=True (absent: False, the windows above): each split's files, each followed by the
-separator byte 0 (text files hold no NUL byte), are concatenated and cut into rows of max_length
-bytes (only the last row is padded), with segment_ids per byte (one segment per file; a file cut
-by a row's end continues as a new segment in the next row). The model attends within segments,
-and a byte is predicted only from its own file: every byte of a segment but its first is scored,
-so the separator (the end of each file) is predicted too.
+data.pack=True (configs/bytelm.py's default; absent: False, the windows above): each split's
+files, each followed by the separator byte 0 (text files hold no NUL byte), are concatenated and
+cut into rows of max_length bytes (only the last row is padded); every byte of a row but its first
+is scored, the separators included. data.isolate=True adds segment_ids per byte (one segment per
+file; a file cut by a row's end continues as a new segment in the next row): the model attends
+within segments and a byte is predicted only from its own file (every byte of a segment but its
+first is scored). Without it a row's files see each other, as in GPT-style packing.
 """
 from __future__ import annotations
 
@@ -147,7 +148,8 @@ def load(c) -> Task:
         raise ValueError(f"byte-LM: no text files fell into the {', '.join(empty)} split(s) under {d!r} "
                          f"({len(list_files(d))} files; split by path hash with val {c.val_percent}% and "
                          f"test {c.test_percent}%): use a directory with more files")
+    isolate = pack and c.get("isolate", False)
     splits = {s: Split(inputs=ids, mask=LengthMask(n, c.max_length), labels=np.zeros(len(ids), np.int32),
-                       segment_ids=seg[0] if seg else None)
+                       segment_ids=seg[0] if isolate else None)
               for s, (ids, n, *seg) in corpus.items()}
     return Task(name="bytelm", splits=splits, vocab_size=VOCAB_SIZE, num_classes=VOCAB_SIZE)
