@@ -31,7 +31,8 @@ entry() {  # name config [overrides...] variants: one sweep, timed into $RES/wal
 
 mkdir -p "$WORK"
 # Zoology's figure first: exact, windowed and two fixed-state variants, N growing (4, 8, 16) at L = 64
-# (the cheapest cells), then the longer cells (pairs beyond local's window), then the fixed-state ones at
+# (the cheapest cells), then the longer cells (pairs beyond local's window; N = 32 at L = 128, more
+# pairs than linear attention held at L = 64), then the fixed-state ones at
 # d_model 128 (recovery), then every variant at the first cell and the other tasks.
 FIGURE=blockwise,local,linear,performer
 FIXED=linear,performer
@@ -41,6 +42,8 @@ entry mqar-L64-N16-d64   configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=
 entry mqar-L64-N16-d128  configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=16    linear
 entry recall             configs/recall.py:main --config.train.num_steps=1200           "$FIGURE"
 entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64                                   "$FIGURE"
+entry mqar-L128-N32-d64  configs/mqar.py:cpu,L128,d64 --config.data.num_kv_pairs=32    blockwise,linear
+entry mqar-L128-N32-d128 configs/mqar.py:cpu,L128,d128 --config.data.num_kv_pairs=32   linear
 entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   blockwise,local,linear
 entry mqar-L128-N8-d128  configs/mqar.py:cpu,L128,d128                                  linear
 entry mqar-L256-N16-d128 configs/mqar.py:cpu,L256,d128                                  linear
