@@ -58,7 +58,7 @@ def test_alibi_and_sinks_equal_apply(name, options):
 def test_local_keeps_a_ring_of_window_plus_one_and_wraps():
     spec = attention.get("local")
     cache = spec.decode_init({}, B, L, H, HK, D, DV, jnp.float32, window=3)
-    assert cache["k"].shape == (B, 4, HK, D) and cache["v"].shape == (B, 4, HK, DV)
+    assert cache["k"].shape == (B * HK, 4, D) and cache["v"].shape == (B * HK, 4, DV)
     assert decode.cache_floats(cache, B) == 4 * HK * (D + DV)
     q, k, v = _qkv()
     out, c = spec.decode_step({}, cache, q[:, :1], k[:, :1], v[:, :1], window=3)

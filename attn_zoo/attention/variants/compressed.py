@@ -109,7 +109,7 @@ def decode_init(params, B, max_length, H, Hk, D, Dv, dtype, *, rng, compression,
     H heads: the convolution is per query head, so apply (and decoding) repeat Hk < H kv heads."""
     del params, rng, Hk
     c, nc = compression, -(-max_length // compression)
-    z = lambda n, d: jnp.zeros((B, n, H, d), dtype)  # noqa: E731
+    z = lambda n, d: decode.kv_buffer(B, n, H, d, dtype)  # noqa: E731
     return {"rk": z(c, D), "rv": z(c, Dv), "ck": z(nc, D), "cv": z(nc, Dv), "t": jnp.zeros((), jnp.int32)}
 
 
@@ -122,8 +122,11 @@ def decode_step(params, cache, q_t, k_t, v_t, *, compression, **_):
     done = (t + 1) // c  # finished blocks after this token
     finished = (t + 1) % c == 0
     slot = jnp.maximum(done - 1, 0)
-    ck = jnp.where(finished, decode.put(cache["ck"], compress(rk, params["w_k"], c), slot), cache["ck"])
-    cv = jnp.where(finished, decode.put(cache["cv"], compress(rv, params["w_v"], c), slot), cache["cv"])
+    B = q_t.shape[0]
+    ck = jnp.where(finished, decode.put(cache["ck"], compress(decode.as_bnhd(rk, B), params["w_k"], c), slot),
+                   cache["ck"])
+    cv = jnp.where(finished, decode.put(cache["cv"], compress(decode.as_bnhd(rv, B), params["w_v"], c), slot),
+                   cache["cv"])
     vis = jnp.concatenate([(jnp.arange(c) <= t % c) & ~finished, jnp.arange(ck.shape[1]) < done])
     keys = {"k": jnp.concatenate([rk, ck.astype(rk.dtype)], axis=1)}
     w = decode.softmax(decode.scaled_dot(params, q_t, keys), vis[None, None, None, :])

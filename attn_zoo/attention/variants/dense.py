@@ -136,8 +136,10 @@ def attention(params, q, k, v, *, key_mask=None, causal=False, rng=None, pattern
 
 
 def _decode_score(params, q_t, cache, **options):
-    """Logits [B, H, 1, N] of q_t against the cached keys [B, N, Hk, D] (grouped)."""
-    return logits(params, q_t, cache["k"], **options)
+    """Logits [B, H, 1, N] of q_t against the cached keys [B·Hk, N, D] (grouped)."""
+    if options.get("score", "scaled_dot") == "scaled_dot":
+        return decode.scaled_dot(params, q_t, cache)
+    return logits(params, q_t, decode.as_bnhd(cache["k"], q_t.shape[0]), **options)
 
 
 def _decode_weights(scores, visible, *, normalize, temperature, **_):

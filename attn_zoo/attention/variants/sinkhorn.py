@@ -172,8 +172,8 @@ def decode_init(params, B, max_length, H, Hk, D, Dv, dtype, /, *, rng, block, **
     del Hk
     b = min(block, max_length)
     n = -(-max_length // b)
-    z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
-    return {"k": z(B, n * b, H, D), "v": z(B, n * b, H, Dv), "qsum": jnp.zeros((B, n, H, D), F32),
+    return {"k": decode.kv_buffer(B, n * b, H, D, dtype), "v": decode.kv_buffer(B, n * b, H, Dv, dtype),
+            "qsum": jnp.zeros((B, n, H, D), F32),
             "t": jnp.zeros((), jnp.int32),
             "noise": None if rng is None else jax.random.gumbel(rng, (B, H, n, n), F32)}
 
@@ -187,7 +187,7 @@ def decode_step(params, cache, q_t, k_t, v_t, *, block, temperature, **_):
     k_t, v_t = (decode.repeat_kv(x, H) for x in (k_t, v_t))
     k, v = decode.put(cache["k"], k_t, t), decode.put(cache["v"], v_t, t)
     qsum = cache["qsum"].at[:, i].add(q_t[:, 0].astype(F32))
-    kbar = jnp.swapaxes(jnp.sum(k.reshape(B, n, b, H, D).astype(F32), axis=2) / b, 1, 2)  # [B, H, n, D]
+    kbar = jnp.sum(k.reshape(B, H, n, b, D).astype(F32), axis=3) / b  # [B, H, n, D]
     qprev = (qsum[:, jnp.maximum(i - 1, 0)] / b)[:, :, None]  # [B, H, 1, D]
     r = block_scores(params, qprev, kbar)[:, :, 0]  # [B, H, n]
     if cache["noise"] is not None:

@@ -153,7 +153,7 @@ def state_size(L, H, D, *, mix_dot, **_):
 
 
 def _decode_logits(params, q_t, cache, *, mode, factors, mix_dot, **_):
-    """fp32 [B|1, H, 1, N]: row t of G over the N cached positions (+ q·k/√D under mix_dot)."""
+    """fp32 [B, H, 1, N]: row t of G over the N cached positions (+ q·k/√D under mix_dot)."""
     N, t = cache["v"].shape[1], cache["t"]
     q = q_t.astype(F32)
     if mode == "dense":
@@ -166,6 +166,7 @@ def _decode_logits(params, q_t, cache, *, mode, factors, mix_dot, **_):
     else:  # factorized_dense
         j = jnp.arange(N)
         g = _mlp(params["mlp_a"], q)[..., j % factors] * _mlp(params["mlp_b"], q)[..., j // factors]
+    g = jnp.broadcast_to(g, (q_t.shape[0],) + g.shape[1:])  # the random modes' rows are per head only
     return g + decode.scaled_dot(params, q_t, cache) if mix_dot else g
 
 
