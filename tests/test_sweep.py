@@ -172,4 +172,10 @@ def test_a_partly_tuned_variant_is_marked(tmp_path):
         if r["point"]["train.learning_rate"] != 1e-2:
             os.remove(records.path(r["variant"], r["key"]))
     (rows,) = sweep.summarize_records(str(tmp_path / "records")).values()
-    assert rows[0]["point"] == "learning_rate=0.01 (tuned 1 of 3 points)"
+    assert rows[0]["point"] == "learning_rate=0.01 (tuned 1 of 3 points)" and rows[0]["untuned"]
+    # the state figure draws chosen points only: not a variant whose tuning is unfinished
+    from attn_zoo.train import state_figure
+    mqar = {**rows[0], "config": {"data": {"task": "mqar", "max_length": 64, "num_kv_pairs": 4},
+                                  "model": {"emb_dim": 64}}}
+    assert list(state_figure._mqar_rows({"s": [mqar]})) == []
+    assert len(list(state_figure._mqar_rows({"s": [{**mqar, "untuned": False}]}))) == 1

@@ -12,7 +12,8 @@ def _mqar_rows(boards):
     for rows in boards.values():
         for r in rows:
             c = r.get("config") or {}
-            if c.get("data", {}).get("task") == "mqar" and r["mean"] is not None:
+            # a variant still being tuned has no chosen point yet: it is not drawn
+            if c.get("data", {}).get("task") == "mqar" and r["mean"] is not None and not r.get("untuned"):
                 yield (c["data"]["max_length"], c["data"]["num_kv_pairs"]), c["model"]["emb_dim"], r
 
 

@@ -332,7 +332,8 @@ def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]
                                       chance=chance, metric=metric)
         for row in rows:
             point, rs = chosen[row["variant"]]
-            row.update(point=label(point) + _untuned(records, row["variant"]),
+            untuned = _untuned(records, row["variant"])
+            row.update(point=label(point) + untuned, untuned=bool(untuned),
                        state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
         out[sid] = rows
     return out
