@@ -65,6 +65,18 @@ def test_local_keeps_a_ring_of_window_plus_one_and_wraps():
     assert out.shape == (B, 1, H, DV) and int(c["t"]) == 1 and c["pos"].tolist() == [0, -1, -1, -1]
 
 
+@pytest.mark.parametrize("options,slots", [({"window": 3, "num_global": 2}, 2 + 4),  # globals first: a ring
+                                           ({"window": 3, "global_indices": (0, 9)}, L)])  # a late global: every key
+def test_longformer_keeps_its_globals_and_a_ring_when_the_globals_come_first(options, slots):
+    spec, (q, k, v) = attention.get("longformer"), _qkv(3)
+    options = {**options, "block": 4}
+    cache = spec.decode_init({}, B, L, H, HK, D, DV, jnp.float32, **options)
+    assert cache["k"].shape == (B * HK, slots, D) and cache["v"].shape == (B * HK, slots, DV)
+    ref = spec.apply({}, q, k, v, causal=True, **options)  # L = 13: the ring wraps twice
+    out = jax.jit(lambda q, k, v: attention.decode(spec, {}, q, k, v, **options))(q, k, v)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_refusals_are_one_line():
     spec = attention.get("local")
     with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):

@@ -116,9 +116,10 @@ def softmax(scores, visible, **_):
 
 
 def kv_write(cache, k_t, v_t):
-    """The cache with position t's key and value in slot t mod N, and pos[slot] = t."""
+    """The cache with position t's key and value in slot t mod N (or the cache's own slot table's
+    entry for t), and pos[slot] = t."""
     t, N = cache["t"], cache["pos"].shape[0]
-    slot = t % N
+    slot = cache["slot"][t] if "slot" in cache else t % N
     new = {**cache, "v": put(cache["v"], v_t, slot), "pos": cache["pos"].at[slot].set(t)}
     if "k" in cache:
         new["k"] = put(cache["k"], k_t, slot)
@@ -127,7 +128,8 @@ def kv_write(cache, k_t, v_t):
 
 def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable | None = None,
                score: Callable = scaled_dot, normalize: Callable = softmax,
-               keys: Callable[..., bool] | None = None, check: Callable | None = None):
+               keys: Callable[..., bool] | None = None, check: Callable | None = None,
+               slot_of: Callable | None = None):
     """(init, step) of a softmax decoder over a KV cache of `slots(max_length, /, **options)` slots
     (the sizes are positional: an option may be called max_length, as synthesizer's).
 
@@ -141,6 +143,8 @@ def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable 
     alibi_slopes [H] at init: the logits get − slope_h·(t − j), as apply's ALiBi; a `sink`
     option (True) adds exp(params['sink'][h]) to each softmax denominator (`core/sinks.py`);
     check(H, Hk, **options) raises ValueError for head counts the options do not allow.
+    slot_of(max_length, /, **options) -> int [max_length]: the slot each position is written to
+    (default t mod N), for caches that keep some positions apart from a ring (longformer's globals).
     """
     def init(params, B, max_length, H, Hk, D, Dv, dtype, /, *, rng, alibi_slopes=None, **options):
         if check is not None:
@@ -153,6 +157,8 @@ def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable 
             cache["k"] = kv_buffer(B, N, Hk, D, dtype)
         if alibi_slopes is not None:
             cache["alibi"] = jnp.asarray(alibi_slopes, F32)
+        if slot_of is not None:
+            cache["slot"] = jnp.asarray(slot_of(max_length, **options), jnp.int32)
         return cache
 
     def step(params, cache, q_t, k_t, v_t, **options):

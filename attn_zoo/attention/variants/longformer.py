@@ -133,8 +133,35 @@ def _decodable(H, Hk, *, global_projections, **_):
                          "global_projections=False")
 
 
-# a full KV cache: a global query still to come sees every key (more than state_size otherwise)
-DECODER = decode.kv_decoder(decode.full_length, _visible, table=_global_table, check=_decodable)
+def _ring(max_length, num_global, global_indices, window):
+    """The global positions, and whether a ring of window + 1 slots beside them is exact: every
+    global position lies in the first window + 1 (a global query sees every key before it, all
+    still in the ring then) and the ring is shorter than the sequence."""
+    g = global_positions(max_length, num_global, global_indices)
+    return g, (not len(g) or int(g.max()) <= window) and len(g) + window + 1 < max_length
+
+
+def _slots(max_length, /, *, window, num_global, global_indices, **_):
+    """G global slots plus a ring of window + 1 (`_ring`), else every key."""
+    g, ring = _ring(max_length, num_global, global_indices, window)
+    return len(g) + window + 1 if ring else max_length
+
+
+def _slot_of(max_length, /, *, window, num_global, global_indices, **_):
+    """int32 [max_length]: a global position's own slot (its rank), any other position t ring
+    slot G + t mod (window + 1); without a ring, slot t. A ring slot whose position left the window
+    is masked by the window rule: no later query is global."""
+    g, ring = _ring(max_length, num_global, global_indices, window)
+    if not ring:
+        return np.arange(max_length, dtype=np.int32)
+    slot = len(g) + np.arange(max_length) % (window + 1)
+    slot[g] = np.arange(len(g))
+    return slot.astype(np.int32)
+
+
+# the global keys and a ring buffer of the window when the globals come first; else every key (a
+# global query still to come sees them all)
+DECODER = decode.kv_decoder(_slots, _visible, table=_global_table, check=_decodable, slot_of=_slot_of)
 
 SPEC = register(
     "longformer", family="pattern", exact=True, supports_causal=True, impl=attention,
