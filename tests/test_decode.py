@@ -77,6 +77,19 @@ def test_longformer_keeps_its_globals_and_a_ring_when_the_globals_come_first(opt
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("options,slots", [({"block": 4, "summary": 1}, 4 * 1 + 3),  # summaries + a ring
+                                           ({"block": 4, "summary": 1, "split_heads": H}, 7),
+                                           ({"layout": "strided", "block": 4}, L)])  # every key
+def test_sparse_transformer_fixed_keeps_the_summaries_and_a_ring_of_the_block(options, slots):
+    spec, (q, k, v) = attention.get("sparse_transformer"), _qkv(4)
+    options = {**options, "tile": 4}
+    cache = spec.decode_init({}, B, L, H, HK, D, DV, jnp.float32, **options)
+    assert cache["k"].shape == (B * HK, slots, D)
+    ref = spec.apply({}, q, k, v, causal=True, **options)  # L = 13: blocks 0-3, the ring wraps
+    out = jax.jit(lambda q, k, v: attention.decode(spec, {}, q, k, v, **options))(q, k, v)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_refusals_are_one_line():
     spec = attention.get("local")
     with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
