@@ -11,12 +11,9 @@ configurations to run and the report: ratios to xla within one run, and crossove
 from __future__ import annotations
 
 import importlib.util
-import os
-import platform
-import sys
 import time
 
-from attn_zoo.bench.common import cpu_name, fmt, malloc_of, median_seconds, peak_rss_delta_mb
+from attn_zoo.bench.common import fmt, malloc_of, median_seconds, options_cell, peak_rss_delta_mb, report_head
 
 EXACT_BASELINES = ("xla", "cudnn", "dense", "blockwise")
 
@@ -183,11 +180,7 @@ def report(rows, args, wall_s, gemm):
     """Markdown text: machine, command, one row per (variant, length), ratios to xla, crossovers."""
     xla = {r["length"]: r for r in rows if r["variant"] == "xla" and "error" not in r}
     peak = gemm.get("gemm_gflops")
-    lines = [
-        "# attention benchmark", "",
-        f"Command: `attn-zoo bench {' '.join(sys.argv[2:]) if len(sys.argv) > 1 else ''}`".rstrip(),
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores, {platform.python_version()}, "
-        f"device {next((r['device'] for r in rows if 'device' in r), '?')}",
+    lines = report_head("attention benchmark", rows) + [
         f"Settings: B={args.batch}, H={args.heads}, D={args.head_dim}, {args.dtype}, "
         f"causal={args.causal}, median of {args.repeats} calls; wall time {wall_s / 60:.1f} min; "
         f"malloc: {malloc_of(rows)}.",
@@ -198,7 +191,7 @@ def report(rows, args, wall_s, gemm):
         "", "| variant | options | N | compile s | fwd ms | fwd+bwd ms | speedup vs xla | peak MB | "
         "memory vs xla | XLA temp MB | % peak fwd / fwd+bwd |", "|" + "---|" * 11]
     for r in rows:
-        opts = ", ".join(f"{k}={v}" for k, v in r.get("options", {}).items()) or "—"
+        opts = options_cell(r)
         if "error" in r:
             lines.append(f"| {r['variant']} | {opts} | {r['length']} | {r['error']} |||||||")
             continue

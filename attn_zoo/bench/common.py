@@ -120,6 +120,19 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def report_head(title, rows) -> list[str]:
+    """A report's first lines: its title, the command that made it and the machine it ran on."""
+    device = next((r["device"] for r in rows if "device" in r), "?")
+    return [f"# {title}", "",
+            f"Command: `attn-zoo bench {' '.join(sys.argv[2:]) if len(sys.argv) > 1 else ''}`".rstrip(),
+            f"Machine: {cpu_name()}, {os.cpu_count()} cores, {platform.python_version()}, device {device}"]
+
+
+def options_cell(row) -> str:
+    """A row's options as a table cell: 'k=v, ...', or '—' for none."""
+    return ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "—"
+
+
 def fmt(x, digits=3):
     """`x` to `digits` significant digits; '—' for None."""
     return "—" if x is None else f"{x:.{digits}g}"

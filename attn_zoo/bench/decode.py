@@ -13,11 +13,9 @@ from an empty cache costs what it costs at position N − 1. One process, varian
 from __future__ import annotations
 
 import os
-import platform
-import sys
 import time
 
-from attn_zoo.bench.common import cpu_name, fmt, median_seconds, write_csv
+from attn_zoo.bench.common import fmt, median_seconds, options_cell, report_head, write_csv
 
 WARMUP = 2  # untimed steps after the compiling one
 
@@ -115,11 +113,7 @@ def _mib(x):
 
 def report(rows, args, wall_s) -> str:
     """Markdown: machine, command, one row per (variant, length)."""
-    lines = [
-        "# decode benchmark", "",
-        f"Command: `attn-zoo bench {' '.join(sys.argv[2:]) if len(sys.argv) > 1 else ''}`".rstrip(),
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores, {platform.python_version()}, "
-        f"device {next((r['device'] for r in rows if 'device' in r), '?')}",
+    lines = report_head("decode benchmark", rows) + [
         f"Settings: B={args.batch}, H={args.heads}, D={args.head_dim}, {args.dtype}; decode step: "
         f"median of {args.repeats} jitted steps after {WARMUP} warmup steps, cache donated; parallel: "
         f"causal apply on N tokens (median of {max(1, min(args.repeats, 3))} calls) / N, up to "
@@ -129,7 +123,7 @@ def report(rows, args, wall_s) -> str:
         "", "| variant | options | N | decode ms/token | parallel ms/token | decode / parallel | "
         "cache MiB | state_size MiB | compile s (decode / parallel) |", "|" + "---|" * 9]
     for r in rows:
-        opts = ", ".join(f"{k}={v}" for k, v in r.get("options", {}).items()) or "—"
+        opts = options_cell(r)
         if "error" in r:
             lines.append(f"| {r['variant']} | {opts} | {r['length']} | {r['error']} ||||||")
             continue
