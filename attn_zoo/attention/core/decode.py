@@ -38,6 +38,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn_zoo.attention.core import masks
 from attn_zoo.attention.core import sinks
@@ -126,7 +127,7 @@ def kv_write(cache, k_t, v_t):
     return new
 
 
-def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable | None = None,
+def kv_decoder(slots: Callable[..., int] | None, visible: Callable, *, table: Callable | None = None,
                score: Callable = scaled_dot, normalize: Callable = softmax,
                keys: Callable[..., bool] | None = None, check: Callable | None = None,
                slot_of: Callable | None = None):
@@ -144,12 +145,14 @@ def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable 
     option (True) adds exp(params['sink'][h]) to each softmax denominator (`core/sinks.py`);
     check(H, Hk, **options) raises ValueError for head counts the options do not allow.
     slot_of(max_length, /, **options) -> int [max_length]: the slot each position is written to
-    (default t mod N), for caches that keep some positions apart from a ring (longformer's globals).
+    (default t mod N), for caches that keep some positions apart from a ring (longformer's globals);
+    with it, slots is None: the cache has the largest slot + 1.
     """
     def init(params, B, max_length, H, Hk, D, Dv, dtype, /, *, rng, alibi_slopes=None, **options):
         if check is not None:
             check(H, Hk, **options)
-        N = int(slots(max_length, **options))
+        slot = None if slot_of is None else np.asarray(slot_of(max_length, **options), np.int32)
+        N = int(slots(max_length, **options)) if slot is None else int(slot.max()) + 1
         cache = {"v": kv_buffer(B, N, Hk, Dv, dtype), "pos": jnp.full((N,), -1, jnp.int32),
                  "t": jnp.zeros((), jnp.int32),
                  "table": None if table is None else table(params, max_length, H, rng, **options)}
@@ -157,8 +160,8 @@ def kv_decoder(slots: Callable[..., int], visible: Callable, *, table: Callable 
             cache["k"] = kv_buffer(B, N, Hk, D, dtype)
         if alibi_slopes is not None:
             cache["alibi"] = jnp.asarray(alibi_slopes, F32)
-        if slot_of is not None:
-            cache["slot"] = jnp.asarray(slot_of(max_length, **options), jnp.int32)
+        if slot is not None:
+            cache["slot"] = jnp.asarray(slot)
         return cache
 
     def step(params, cache, q_t, k_t, v_t, **options):

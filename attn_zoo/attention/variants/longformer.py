@@ -133,26 +133,14 @@ def _decodable(H, Hk, *, global_projections, **_):
                          "global_projections=False")
 
 
-def _ring(max_length, num_global, global_indices, window):
-    """The global positions, and whether a ring of window + 1 slots beside them is exact: every
-    global position lies in the first window + 1 (a global query sees every key before it, all
-    still in the ring then) and the ring is shorter than the sequence."""
-    g = global_positions(max_length, num_global, global_indices)
-    return g, (not len(g) or int(g.max()) <= window) and len(g) + window + 1 < max_length
-
-
-def _slots(max_length, /, *, window, num_global, global_indices, **_):
-    """G global slots plus a ring of window + 1 (`_ring`), else every key."""
-    g, ring = _ring(max_length, num_global, global_indices, window)
-    return len(g) + window + 1 if ring else max_length
-
-
 def _slot_of(max_length, /, *, window, num_global, global_indices, **_):
-    """int32 [max_length]: a global position's own slot (its rank), any other position t ring
-    slot G + t mod (window + 1); without a ring, slot t. A ring slot whose position left the window
-    is masked by the window rule: no later query is global."""
-    g, ring = _ring(max_length, num_global, global_indices, window)
-    if not ring:
+    """int32 [max_length]: when every global position lies in the first window + 1 (a global query
+    then sees only keys still in the ring) and the ring is shorter than the sequence, a global
+    position's own slot (its rank) and any other position t ring slot G + t mod (window + 1); a
+    ring slot whose position left the window is masked by the window rule, since no later query
+    is global. Otherwise slot t: every key."""
+    g = global_positions(max_length, num_global, global_indices)
+    if (len(g) and int(g.max()) > window) or len(g) + window + 1 >= max_length:
         return np.arange(max_length, dtype=np.int32)
     slot = len(g) + np.arange(max_length) % (window + 1)
     slot[g] = np.arange(len(g))
@@ -161,7 +149,7 @@ def _slot_of(max_length, /, *, window, num_global, global_indices, **_):
 
 # the global keys and a ring buffer of the window when the globals come first; else every key (a
 # global query still to come sees them all)
-DECODER = decode.kv_decoder(_slots, _visible, table=_global_table, check=_decodable, slot_of=_slot_of)
+DECODER = decode.kv_decoder(None, _visible, table=_global_table, check=_decodable, slot_of=_slot_of)
 
 SPEC = register(
     "longformer", family="pattern", exact=True, supports_causal=True, impl=attention,

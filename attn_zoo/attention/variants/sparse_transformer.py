@@ -186,33 +186,20 @@ def _visible(t, pos, table, *, layout, block, summary, split_heads, **_):
     return jnp.concatenate([jnp.broadcast_to(a1, (h,) + a1.shape), jnp.broadcast_to(a2, (h,) + a2.shape)])
 
 
-def _summary_slots(max_length, layout, block, summary):
-    """fixed: the slots of every summary position (c per block), or None where a full cache is no
-    larger (strided: A2 reaches every key)."""
-    n = -(-max_length // block) * summary
-    return n if layout == "fixed" and n + block - summary < max_length else None
-
-
-def _slots(max_length, /, *, layout, block, summary, **_):
-    """fixed: every summary position plus a ring of the block's l − c others; else every key."""
-    n = _summary_slots(max_length, layout, block, summary)
-    return max_length if n is None else n + block - summary
-
-
 def _slot_of(max_length, /, *, layout, block, summary, **_):
-    """int32 [max_length]: fixed, summary position t (t mod l >= l − c) has its own slot, any other
-    position slot n + t mod l (a ring over the current block: an earlier block's non-summary key is
-    in neither A1 nor A2 of a later query, so its stale slot is masked); else slot t."""
-    n = _summary_slots(max_length, layout, block, summary)
-    t = np.arange(max_length)
-    if n is None:
+    """int32 [max_length]: fixed, summary position t (t mod l >= l − c) has its own slot (c per
+    block) and any other position slot n + t mod l, n the summary slots (a ring over the current
+    block: an earlier block's non-summary key is in neither A1 nor A2 of a later query, so its
+    stale slot is masked); strided (A2 reaches every key), or where that is no smaller, slot t."""
+    n, t = -(-max_length // block) * summary, np.arange(max_length)
+    if layout != "fixed" or n + block - summary >= max_length:
         return t.astype(np.int32)
     r = t % block
     return np.where(r >= block - summary, t // block * summary + r - (block - summary), n + r).astype(np.int32)
 
 
 # fixed: the summary positions and a ring of the current block; strided: every key (A2 reaches them)
-DECODER = decode.kv_decoder(_slots, _visible, slot_of=_slot_of,
+DECODER = decode.kv_decoder(None, _visible, slot_of=_slot_of,
                             check=lambda H, Hk, *, split_heads, **_: _check_heads(split_heads, H))
 
 SPEC = register(
