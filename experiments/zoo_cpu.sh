@@ -42,7 +42,7 @@ entry mqar-L64-N16-d64   configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=
 entry mqar-L64-N16-d128  configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=16    linear
 entry recall             configs/recall.py:main --config.train.num_steps=1200           "$FIGURE"
 entry mqar-L128-N8-d64   configs/mqar.py:cpu,L128,d64                                   "$FIGURE"
-entry mqar-L128-N32-d64  configs/mqar.py:cpu,L128,d64 --config.data.num_kv_pairs=32    blockwise,linear
+entry mqar-L128-N32-d64  configs/mqar.py:cpu,L128,d64 --config.data.num_kv_pairs=32    blockwise,linear,local
 entry mqar-L128-N32-d128 configs/mqar.py:cpu,L128,d128 --config.data.num_kv_pairs=32   linear
 entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   blockwise,local,linear
 entry mqar-L128-N8-d128  configs/mqar.py:cpu,L128,d128                                  linear
