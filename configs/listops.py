@@ -13,7 +13,8 @@ Smoke run (generates 384 tiny rows itself, ~20-40 s on 2 CPU cores including com
   Expected: runs end to end; accuracy near chance (20 steps prove plumbing, not learning).
 Presets: smoke (above); small (2 layers, emb 64, 4 heads, max length 256, 5k generated rows,
 800 steps): `STEPS=800 experiments/listops_small.sh`, ~5-18 min per variant on 2 CPU cores;
-expected test accuracy ~0.33 (dense) vs majority class 0.158 (experiments/results/listops-small.md);
+expected test accuracy ~0.33 (dense) vs majority class 0.158 (experiments/results/listops-small.md),
+and 0.324 for answering each outermost operator's majority label (experiments/listops_baselines.py);
 cpu (1 layer, emb 32, 2 heads, mean pooling, max length 256, 2000/300/300 generated rows, batch 16,
 200 steps; dense ~11 s per run on 2 CPU cores, test accuracy ~0.31 vs majority class 0.15), every
 variant: `bash experiments/lra_cpu.sh` (experiments/results/lra-cpu.md).
