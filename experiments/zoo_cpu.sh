@@ -53,4 +53,8 @@ entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --con
 entry copy               configs/copy.py:cpu                                           blockwise
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    all
 entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   performer
+# Every variant on the other calibrated tasks (recall and copy are bidirectional: every variant fits).
+entry recall             configs/recall.py:main --config.train.num_steps=1200           all
+entry copy               configs/copy.py:cpu                                           all
+entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
 python experiments/zoo_table.py --root "$RES"
