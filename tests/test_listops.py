@@ -169,3 +169,20 @@ def test_a_long_generation_reports_its_progress(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.startswith("listops: generated ") for line in lines), lines
     assert lines[-1].endswith(f"/5 expressions for {tmp_path}"), lines[-1]
+
+
+def test_baselines_script_reads_rows_like_training(tmp_path):
+    """experiments/listops_baselines.py: nesting depth from the reader's ids, and the
+    outermost-operator rule on generated data whose operators nest at most 2 deep."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("listops_baselines", "experiments/listops_baselines.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ids = [listops.TOKEN_ID[t] for t in "[MAX 2 [MIN 3 4 ] [SM 1 [MED 5 6 ] ] ]".split()]
+    assert script._depths(np.array([ids + [0, 0], ids[:2] + [0] * len(ids)])).tolist() == [3, 1]
+    listops.generate(str(tmp_path), train=200, val=20, test=40, min_length=8, max_length=64,
+                     max_depth=3, max_args=10, seed=0)
+    out = script.baselines(str(tmp_path), max_length=64)
+    assert out["test rows"] == 40 and set(out["train depth (nesting: rows)"]) <= {1, 2}
+    assert 0 < out["test majority"] <= 1 and 0 <= out["outermost-operator majority"] <= 1
