@@ -51,10 +51,13 @@ entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128                           
 entry mqar-L64-N8-d128   configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=8      "$FIXED"
 entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 blockwise
 entry copy               configs/copy.py:cpu                                           blockwise
+# ListOps: LRA's rsqrt schedule, whose base 0.05 and 0.15 peak at 3.5e-3 and 1.1e-2 (warmup 200).
+LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          blockwise
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    all
 entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                                   performer
 # Every variant on the other calibrated tasks (recall and copy are bidirectional: every variant fits).
 entry recall             configs/recall.py:main --config.train.num_steps=1200           all
 entry copy               configs/copy.py:cpu                                           all
+LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          all
 entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
 python experiments/zoo_table.py --root "$RES"

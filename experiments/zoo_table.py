@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -73,13 +74,17 @@ def build(root, out_stem):
     print(f"wrote {out_stem}.md/.csv ({len(table)} rows from {len(entries(root))} entries)")
 
 
+_ENTRY = re.compile(r"(?:\w+=\S+\s+)*entry\s+(\S+)")
+
+
 def status(root, table) -> str:
     """What the suite has not run yet: zoo_cpu.sh's entries without records, and per entry the
     registered variants that fit it (causal ones for MQAR and byte LM) without a result."""
     from attn_zoo import attention
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_cpu.sh")
     with open(script, encoding="utf-8") as f:
-        planned = list(dict.fromkeys(line.split()[1] for line in f if line.startswith("entry ")))
+        # "entry NAME ..." lines, optionally after VAR=value assignments (LRS=... entry NAME ...)
+        planned = list(dict.fromkeys(m[1] for m in map(_ENTRY.match, f) if m))
     done = {(r["entry"], r["variant"]) for r in table}
     lines = ["## Status: what has not run yet\n",
              "The suite is cumulative: `bash experiments/zoo_cpu.sh` runs what has no record.\n"]
