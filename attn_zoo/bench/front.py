@@ -26,7 +26,7 @@ ATTENTION_N, TRAIN_N = 8192, 4096
 # zoo-cpu entries shown, and their column headers (accuracy in %, byte LM in bits per byte)
 ENTRIES = (("mqar-L64-N4-d64", "MQAR L64 N4 acc %"), ("mqar-L64-N8-d64", "MQAR L64 N8 acc %"),
            ("mqar-L64-N16-d64", "MQAR L64 N16 acc %"), ("mqar-L128-N8-d64", "MQAR L128 N8 acc %"),
-           ("mqar-L128-N32-d64", "MQAR L128 N32 acc %"),
+           ("mqar-L128-N32-d64", "MQAR L128 N32 acc %"), ("mqar-L256-N16-d64", "MQAR L256 N16 acc %"),
            ("recall", "recall acc %"), ("bytelm", "byte LM bits/byte"), ("copy", "copy acc %"),
            ("listops", "ListOps acc %"))
 
