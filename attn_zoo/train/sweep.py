@@ -259,7 +259,12 @@ def select(all_records) -> dict[str, tuple[dict, list[dict]]]:
         by_variant.setdefault(r["variant"], []).append(r)
     for v, rs in by_variant.items():
         tune_seed = min(r["seed"] for r in rs)
-        tuning = {json.dumps(r["point"], sort_keys=True): r for r in rs if r["seed"] == tune_seed}
+        # in grid order, as the sweep saw them: `choose` breaks exact ties by that order, and the
+        # records' file order (hashes) must not pick another point than the one the seeds ran at
+        grid = max((r.get("grid") or [] for r in rs), key=len)
+        at_tune = sorted((r for r in rs if r["seed"] == tune_seed),
+                         key=lambda r: grid.index(r["point"]) if r["point"] in grid else len(grid))
+        tuning = {json.dumps(r["point"], sort_keys=True): r for r in at_tune}
         point = choose(tuning)
         same = [r for r in rs if r["point"] == point]
         out[v] = (point, sorted(same, key=lambda r: r["seed"]))
