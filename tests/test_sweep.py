@@ -181,20 +181,17 @@ def test_a_partly_tuned_variant_is_marked(tmp_path):
     assert len(list(state_figure._mqar_rows({"s": [{**mqar, "untuned": False}]}))) == 1
 
 
-def test_an_exact_tie_is_read_back_at_the_point_the_seeds_ran():
+def test_an_exact_tie_is_read_back_at_the_point_the_seeds_ran(tmp_path):
     """Two points tie on validation: the sweep runs the seeds at the earlier grid point, and the
     leaderboard built from the records (in whatever order they are read) chooses that one too."""
-    import tempfile
-
     class Tie(FakeTrainer):
         def __call__(self, config, run_dir):
             return {**super().__call__(config, run_dir), "best_val_accuracy": 1.0}
 
-    with tempfile.TemporaryDirectory() as d:
-        fake = Tie()
-        sweep.sweep(SPEC, "blockwise", GRID, seeds=[0, 1], workdir=d, train_fn=fake)
-        assert [(r, s) for _, r, s in fake.calls if s == 1] == [(1e-3, 1)]
-        records = sweep.Records(os.path.join(d, "records")).all()
+    fake = Tie()
+    sweep.sweep(SPEC, "blockwise", GRID, seeds=[0, 1], workdir=str(tmp_path), train_fn=fake)
+    assert [(r, s) for _, r, s in fake.calls if s == 1] == [(1e-3, 1)]
+    records = sweep.Records(str(tmp_path / "records")).all()
     for order in (records, records[::-1]):
         point, same = sweep.select(order)["blockwise"]
         assert point == {"train.learning_rate": 1e-3} and [r["seed"] for r in same] == [0, 1], order

@@ -258,17 +258,22 @@ def select(all_records) -> dict[str, tuple[dict, list[dict]]]:
     for r in all_records:
         by_variant.setdefault(r["variant"], []).append(r)
     for v, rs in by_variant.items():
-        tune_seed = min(r["seed"] for r in rs)
-        # in grid order, as the sweep saw them: `choose` breaks exact ties by that order, and the
-        # records' file order (hashes) must not pick another point than the one the seeds ran at
-        grid = max((r.get("grid") or [] for r in rs), key=len)
-        at_tune = sorted((r for r in rs if r["seed"] == tune_seed),
-                         key=lambda r: grid.index(r["point"]) if r["point"] in grid else len(grid))
-        tuning = {json.dumps(r["point"], sort_keys=True): r for r in at_tune}
+        tuning = {json.dumps(r["point"], sort_keys=True): r for r in _tuning(rs)[1]}
         point = choose(tuning)
         same = [r for r in rs if r["point"] == point]
         out[v] = (point, sorted(same, key=lambda r: r["seed"]))
     return out
+
+
+def _tuning(records):
+    """One variant's records -> (its grid, the longest any record names: [] for older records;
+    its tuning records, those at the lowest seed, in grid order). In grid order because `choose`
+    breaks exact ties by it, as the sweep did: the records' file order must not pick another
+    point than the one the seeds ran at."""
+    grid = max((r.get("grid") or [] for r in records), key=len)
+    tune_seed = min(r["seed"] for r in records)
+    at_seed = [r for r in records if r["seed"] == tune_seed]
+    return grid, sorted(at_seed, key=lambda r: grid.index(r["point"]) if r["point"] in grid else len(grid))
 
 
 def state_floats(config: dict):
@@ -347,12 +352,10 @@ def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]
 def _untuned(records, variant) -> str:
     """' (tuned k of n points)' while some grid point of the variant has no tuning record (the
     records name their grid; older ones do not, and get no mark)."""
-    mine = [r for r in records if r["variant"] == variant]
-    grid = max((r.get("grid") or [] for r in mine), key=len)
+    grid, tuning = _tuning([r for r in records if r["variant"] == variant])
     if not grid:
         return ""
-    tune_seed = min(r["seed"] for r in mine)
-    tuned = {json.dumps(r["point"], sort_keys=True) for r in mine if r["seed"] == tune_seed}
+    tuned = {json.dumps(r["point"], sort_keys=True) for r in tuning}
     done = sum(json.dumps(p, sort_keys=True) in tuned for p in grid)
     return "" if done == len(grid) else f" (tuned {done} of {len(grid)} points)"
 
