@@ -32,10 +32,15 @@ def draw(boards, path):
         panels.setdefault(cell, {}).setdefault(r["variant"], []).append((d, r))
     cells = sorted(panels)
     names = sorted({v for cell in cells for v in panels[cell]})
-    colors = {v: plt.cm.tab10(i % 10) for i, v in enumerate(names)}
-    markers = {v: "osD^vP*Xhp"[i % 10] for i, v in enumerate(names)}
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 4), squeeze=False, sharey=True)
-    for ax, cell in zip(axes[0], cells):
+    # tab20's 10 dark hues first, then their light pairs; with 7 markers no two of 140 variants match
+    colors = {v: plt.cm.tab20((2 * i + i // 10) % 20) for i, v in enumerate(names)}
+    markers = {v: "osD^vP*"[i % 7] for i, v in enumerate(names)}
+    cols = min(3, len(cells))
+    rows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.6 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for ax, cell in zip(axes.flat, cells):
         for v, points in sorted(panels[cell].items()):
             points = sorted(((d, r) for d, r in points if r.get("state_floats")), key=lambda p: p[0])
             if not points:
@@ -51,13 +56,14 @@ def draw(boards, path):
         ax.set_ylim(-0.02, 1.05)  # intervals of n = 2-3 seeds can reach past [0, 1]: clipped
         ax.set(title=f"MQAR L={cell[0]}, N={cell[1]} pairs", xlabel="decoding state (floats per layer)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (mean, 95% CI over seeds)")
+    for row in axes:
+        row[0].set_ylabel("test accuracy (mean, 95% CI)")
     handles = {}
-    for ax in axes[0]:
+    for ax in axes.flat:
         handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center",
-               ncol=min(len(handles), 8), bbox_to_anchor=(0.5, -0.01))
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.tight_layout()
+    right = 1 - 1.5 / fig.get_figwidth()  # the legend's column, beside the panels
+    fig.legend([handles[k] for k in sorted(handles)], sorted(handles), fontsize=7, loc="center left",
+               bbox_to_anchor=(right, 0.5))
+    fig.tight_layout(rect=(0, 0, right, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
