@@ -26,6 +26,7 @@ def draw(boards, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = {}
     for cell, d, r in _mqar_rows(boards):
@@ -37,9 +38,14 @@ def draw(boards, path):
     markers = {v: "osD^vP*"[i % 7] for i, v in enumerate(names)}
     cols = min(3, len(cells))
     rows = -(-len(cells) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.6 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(cells):]:
-        ax.set_visible(False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.6 * rows), squeeze=False, sharex=True, sharey=True)
+    # one state axis for every panel, so that a point's position compares across (L, N)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(cells):
+            ax.set_visible(False)
+        elif i + cols >= len(cells):  # the lowest panel of its column carries the axis's labels
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("decoding state (floats per layer)")
     for ax, cell in zip(axes.flat, cells):
         for v, points in sorted(panels[cell].items()):
             points = sorted(((d, r) for d, r in points if r.get("state_floats")), key=lambda p: p[0])
@@ -54,8 +60,14 @@ def draw(boards, path):
                 ax.annotate(f"d{d}", (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.05)  # intervals of n = 2-3 seeds can reach past [0, 1]: clipped
-        ax.set(title=f"MQAR L={cell[0]}, N={cell[1]} pairs", xlabel="decoding state (floats per layer)")
+        ax.set_title(f"MQAR L={cell[0]}, N={cell[1]} pairs")
         ax.grid(alpha=0.3)
+    # 1-2-5 ticks in thousands: log axes label their minor ticks when the range is under a decade,
+    # and the shared axis then crowds them together
+    lo, hi = axes.flat[0].get_xlim()
+    ticks = [m * 10.0 ** e for e in range(2, 9) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    axes.flat[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.flat[0].set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
     for row in axes:
         row[0].set_ylabel("test accuracy (mean, 95% CI)")
     handles = {}
