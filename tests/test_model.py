@@ -68,6 +68,21 @@ def test_short_conv_mixes_the_last_k_tokens_only():
         _model(short_conv=-1)
 
 
+def test_short_conv_is_the_depthwise_convolution():
+    """The shifted-sum form computes nnx.Conv's own causal depthwise convolution, values and grads."""
+    conv = _model(head="lm", short_conv=3, num_layers=1).blocks[0].conv
+    x = jax.random.normal(jax.random.key(1), (2, N, 16))
+    for f in (conv, conv.conv):
+        assert f(x).shape == x.shape
+    np.testing.assert_allclose(conv(x), conv.conv(x), rtol=1e-5, atol=1e-6)
+    cot = jax.random.normal(jax.random.key(2), x.shape)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * cot))(x)  # noqa: E731
+    np.testing.assert_allclose(grad(conv), grad(conv.conv), rtol=1e-5, atol=1e-6)
+    dw = nnx.grad(lambda m: jnp.sum(m(x) * cot))(conv)
+    dw_conv = nnx.grad(lambda m: jnp.sum(m.conv(x) * cot))(conv)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), dw, dw_conv)
+
+
 def test_per_layer_attention():
     model = _model(layer_attention=("local", {"name": "dense", "score": "dot"}))
     assert [b.attn.name for b in model.blocks] == ["local", "dense"]
