@@ -51,11 +51,17 @@ def _cpu(c):
 
 
 def _main(c):
-    """The README's main job: pairs at the start, queries beyond local's window (8)."""
+    """The README's main job: pairs at the start, queries beyond local's window (8). Every pattern
+    variant is sized below the 128 tokens (configs.short_options), the windowed ones at local's 8:
+    at their defaults longformer's window and bigbird's sliding blocks cover the whole row, and
+    they compute full attention."""
     c.data.update(max_length=128, num_queries=32, val_size=256, test_size=512)
     c.train.update(batch_size=32, num_steps=800, eval_every=100, log_every=50, checkpoint_every=400)
-    if c.attention.name == "local":
+    configs.short_options(c, 128)
+    if c.attention.name in ("local", "longformer"):
         c.attention.update(window=8, block=16)
+    if c.attention.name == "mixture":
+        c.attention.update(groups="local(window=8)*1/2 + strided(stride=8)*rest")
 
 
 PRESETS = {"main": _main, "smoke": _smoke, "short": lambda c: c.data.update(max_length=256), "cpu": _cpu}
