@@ -50,8 +50,10 @@ def finish(config, spec, presets, table, where: str, extra_tokens: int = 1):
 # Pattern sizes for the CPU presets' sequences (64-256 tokens): the defaults' windows, blocks and
 # chunks (64-128) would cover much or all of the sequence and make these variants compute dense
 # attention (sinkhorn's one 64-token block, sparse_transformer's one 128-token block), or nothing
-# (strided's stride 64 leaves a 64-token query only itself).
+# (strided's stride 64 leaves a 64-token query only itself); linformer's 256 projected keys would
+# outnumber the keys they compress.
 SHORT_OPTIONS = {"local": {"window": 32}, "longformer": {"window": 32}, "bigbird": {"block": 16},
+                 "linformer": {"proj_dim": 64},
                  "sinkhorn": {"block": 16}, "sparse_transformer": {"block": 16, "summary": 2},
                  "strided": {"stride": 8}, "reformer": {"chunk": 16, "n_buckets": 8},
                  "mixture": {"groups": "local(window=32)*1/2 + strided(stride=8)*rest"}}
