@@ -343,7 +343,8 @@ def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]
         for row in rows:
             point, rs = chosen[row["variant"]]
             untuned = _untuned(records, row["variant"])
-            row.update(point=label(point) + untuned, untuned=bool(untuned),
+            row.update(point=label(point) + untuned + _edge(records, row["variant"], point),
+                       untuned=bool(untuned),
                        state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
         out[sid] = rows
     return out
@@ -358,6 +359,29 @@ def _untuned(records, variant) -> str:
     tuned = {json.dumps(r["point"], sort_keys=True) for r in tuning}
     done = sum(json.dumps(p, sort_keys=True) in tuned for p in grid)
     return "" if done == len(grid) else f" (tuned {done} of {len(grid)} points)"
+
+
+def _edge(records, variant, point) -> str:
+    """' (the highest learning_rate tried)' and the like when the chosen point holds a numeric field
+    at an end of the 3 or more values its tuning runs tried and scores strictly above every other
+    tuning run: the variant's best may lie beyond the grid. Two values cannot place an optimum
+    inside them, and an exact tie (a solved task) is no evidence: both unmarked."""
+    _, tuning = _tuning([r for r in records if r["variant"] == variant])
+    others = [score(r["results"]) for r in tuning if r["point"] != point]
+    mine = [score(r["results"]) for r in tuning if r["point"] == point]
+    if not others or not mine or not max(mine) > max(others):
+        return ""
+    marks = []
+    for field, value in point.items():
+        tried = {r["point"].get(field) for r in tuning}
+        if len(tried) < 3 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in tried):
+            continue
+        name = field.rsplit(".", 1)[-1]
+        if value == max(tried):
+            marks.append(f"the highest {name} tried")
+        elif value == min(tried):
+            marks.append(f"the lowest {name} tried")
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 def summarize_records(directories, out=None, chance=None, metric=None):
