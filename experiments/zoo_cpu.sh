@@ -49,6 +49,14 @@ entry mqar-L128-N8-d128  configs/mqar.py:cpu,L128,d128                          
 entry mqar-L256-N16-d128 configs/mqar.py:cpu,L256,d128                                  linear
 entry mqar-L64-N4-d128   configs/mqar.py:cpu,L64,d128                                   "$FIXED"
 entry mqar-L64-N8-d128   configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=8      "$FIXED"
+# linear chose the grid's top rate (1e-2) in every MQAR cell, 3e-3 far behind and still rising at the
+# last step: one rate above the grid for it (its records join the same leaderboards).
+LRS=3e-3,1e-2,3e-2 entry mqar-L128-N32-d64  configs/mqar.py:cpu,L128,d64 --config.data.num_kv_pairs=32   linear
+LRS=3e-3,1e-2,3e-2 entry mqar-L128-N32-d128 configs/mqar.py:cpu,L128,d128 --config.data.num_kv_pairs=32  linear
+LRS=3e-3,1e-2,3e-2 entry mqar-L64-N16-d64   configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=16    linear
+LRS=3e-3,1e-2,3e-2 entry mqar-L64-N16-d128  configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=16   linear
+LRS=3e-3,1e-2,3e-2 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8     linear
+LRS=3e-3,1e-2,3e-2 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                   linear
 entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 blockwise
 entry copy               configs/copy.py:cpu                                           blockwise
 # ListOps: LRA's rsqrt schedule, whose base 0.05 and 0.15 peak at 3.5e-3 and 1.1e-2 (warmup 200).
