@@ -296,3 +296,11 @@ def test_bench_modules_are_layered_without_cycles_or_private_imports():
         return any(s == target or (s not in seen and reaches(s, target, (*seen, s))) for s in graph.get(start, ()))
 
     assert not [m for m in graph if reaches(m, m)], graph
+
+
+def test_train_step_builds_a_token_head_batch():
+    """A token-head task (copy, recall) scores every position: its step gets labels [B, N]."""
+    call, info = train_step.compiled_step({"config": "configs/copy.py:smoke", "variant": "local",
+                                           "length": 32, "batch": 2})
+    call()
+    assert info["num_params"] > 0

@@ -216,7 +216,9 @@ def compiled_step(cfg):
     r = np.random.RandomState(0)
     B = cfg["batch"]
     batch = {"inputs": r.randint(0, VOCAB_SIZE, (B, n_in)).astype(np.int32),
-             "mask": np.ones((B, n_in), bool), "labels": r.randint(0, 2, (B,)).astype(np.int32),
+             "mask": np.ones((B, n_in), bool),
+             # a token head (copy, recall) scores every position: labels [B, N]
+             "labels": r.randint(0, 2, (B, n_in) if config.model.head == "token" else (B,)).astype(np.int32),
              "weight": np.ones(B, np.float32)}
     step = jax.jit(steps.make_train_step(graphdef, tx, config, config.model.head), donate_argnums=0)
     t = time.perf_counter()
