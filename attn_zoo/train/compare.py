@@ -289,7 +289,11 @@ def markdown(rows):
             f"vs chance |" + (" test accuracy |" if extra else "") +
             "".join(f" {h} |" for _, h in optional) +
             " best val | params | steps/s | peak MiB | wall s |")
-    lines = [caption(rows), "", head, "|" + "---|" * (head.count("|") - 1)]
+    note = ("" if not any("point" in r for r in rows) else
+            " chosen point: the grid point with the best validation score at the tuning seed, where "
+            "the other seeds ran; '(tuned k of n points)': its tuning is unfinished; '(the highest … "
+            "tried)': strictly best at an end of 3 or more values, so the optimum may lie beyond.")
+    lines = [caption(rows) + note, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["mean"] is None:
             value, ci = "—", "—"
