@@ -38,7 +38,8 @@ def draw(boards, path):
     markers = {v: "osD^vP*"[i % 7] for i, v in enumerate(names)}
     cols = min(3, len(cells))
     rows = -(-len(cells) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.6 * rows), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.6 * rows), squeeze=False,
+                             sharex=True, sharey=True)
     # one state axis for every panel, so that a point's position compares across (L, N)
     for i, ax in enumerate(axes.flat):
         if i >= len(cells):
