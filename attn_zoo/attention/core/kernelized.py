@@ -10,8 +10,8 @@ Padded keys get φ(k) = 0 (and v = 0): they reach neither numerator nor normaliz
 visible key has normalizer 0 and outputs zeros. Everything is accumulated in fp32.
 
 Exponential features (FAVOR+) can be passed as log-features u (φ = exp(u)); they are stabilized by
-subtracting a stop-gradient max over the keys a query may see (global, or a running max across
-chunks with the carried state rescaled, as in an online softmax), which cancels exactly in the ratio.
+subtracting a stop-gradient max over the keys a query may see (global; causal: each position's
+prefix max, the carried state rescaled as in an online softmax), which cancels exactly in the ratio.
 
 Features that come from a matmul per head (FAVOR+) can be given as functions of the head index:
 non-causal then runs head by head on [B, N, M] slices, the normalizer a ones column of v. XLA:CPU
@@ -49,6 +49,20 @@ def nonzero(den):
     return jnp.where(den == 0, 1.0, den)
 
 
+@jax.custom_jvp
+def divide(num, den):
+    """num / den, differentiated as (dnum − out·dden) / den: the default rule forms num / den²,
+    which overflows fp32 once den < 1e-19 although out stays a bounded average of the values."""
+    return num / den
+
+
+@divide.defjvp
+def _divide_jvp(primals, tangents):
+    (num, den), (dnum, dden) = primals, tangents
+    out = num / den
+    return out, (dnum - out * dden) / den
+
+
 def quadratic(fq, fk, v, key_mask, causal):
     """The explicit O(L·S) form Σ_s a_ls v_s / Σ_s a_ls with a = φ(q)φ(k)ᵀ masked: the reference
     every kernel attention is checked against. fq [B, L, H, M], fk [B, S, H, M], v [B, S, H, Dv]."""
@@ -83,7 +97,7 @@ def attention(fq, fk, v, key_mask, *, causal, chunk, log_k=False):
     z = jnp.sum(fk, axis=1)  # [B, H, M]
     num = jnp.einsum("blhm,bhmd->blhd", fq, kv)
     den = jnp.einsum("blhm,bhm->blh", fq, z)
-    return num / nonzero(den)[..., None]
+    return divide(num, nonzero(den)[..., None])
 
 
 def heads(x):
@@ -105,7 +119,7 @@ def _per_head(fq, fk, v, km, *, log_k):
         out.append(jnp.einsum("blm,bmd->bld", fq(h).astype(F32), kv))
     num = jnp.stack(out, axis=2)  # [B, L, H, Dv + 1]
     den = num[..., -1:]
-    return num[..., :-1] / nonzero(den)
+    return divide(num[..., :-1], nonzero(den))
 
 
 def _exp_stable(u, axis):
@@ -132,17 +146,30 @@ def _causal(fq, fk, v, *, chunk, log_k):
         state, z, m_run = carry  # [B, H, M, Dv], [B, H, M], [B, H]
         q_c, k_c, v_c = xs       # [B, H, C, M], [B, H, C, M], [B, H, C, Dv]
         if log_k:
-            m_c = jax.lax.stop_gradient(jnp.max(k_c, axis=(2, 3)))
-            m_new = jnp.maximum(m_run, m_c)
-            safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-            alpha = jnp.exp(m_run - safe)  # rescale earlier chunks to the new max
+            # Each query against its own prefix max p_c of the keys it may see (m_run, then this
+            # chunk up to c): a chunk-wide max counts later keys, and one large later key
+            # underflowed an early query's whole normalizer (terms of exp(-90)), making its output
+            # wrong and its gradient non-finite. Query c reads key e <= c as
+            # exp(u_e - p_e) * exp(p_e - p_c) and the state (relative to m_run) times
+            # exp(m_run - p_c): every factor <= 1, and the key at p_c contributes exp(0).
+            p = jax.lax.stop_gradient(jnp.maximum(m_run[..., None], jax.lax.cummax(jnp.max(k_c, axis=3), axis=2)))
+            seen = jnp.isfinite(p)  # [B, H, C]: some real key visible (else its features are 0)
+            p = jnp.where(seen, p, 0.0)
+            pair = jnp.exp(jnp.where(tril & seen[..., None, :], p[..., None, :] - p[..., :, None], -jnp.inf))
+            a = jnp.einsum("bhcm,bhem->bhce", q_c, jnp.exp(k_c - p[..., None])) * pair
+            carried = jnp.exp(m_run[..., None] - p)  # [B, H, C]; 0 before any real key
+            num = jnp.einsum("bhce,bhed->bhcd", a, v_c) + carried[..., None] * jnp.einsum("bhcm,bhmd->bhcd", q_c, state)
+            den = jnp.sum(a, axis=-1) + carried * jnp.einsum("bhcm,bhm->bhc", q_c, z)
+            end = p[..., -1]  # the state moves to the chunk's last prefix max
+            alpha = jnp.exp(m_run - end)
             state, z = state * alpha[..., None, None], z * alpha[..., None]
-            k_c = jnp.exp(k_c - safe[..., None, None])
-            m_run = m_new
-        a = jnp.where(tril, jnp.einsum("bhcm,bhem->bhce", q_c, k_c), 0.0)
-        num = jnp.einsum("bhce,bhed->bhcd", a, v_c) + jnp.einsum("bhcm,bhmd->bhcd", q_c, state)
-        den = jnp.sum(a, axis=-1) + jnp.einsum("bhcm,bhm->bhc", q_c, z)
-        out = num / nonzero(den)[..., None]
+            k_c = jnp.exp(k_c - end[..., None, None])
+            m_run = jnp.where(seen[..., -1], end, -jnp.inf)
+        else:
+            a = jnp.where(tril, jnp.einsum("bhcm,bhem->bhce", q_c, k_c), 0.0)
+            num = jnp.einsum("bhce,bhed->bhcd", a, v_c) + jnp.einsum("bhcm,bhmd->bhcd", q_c, state)
+            den = jnp.sum(a, axis=-1) + jnp.einsum("bhcm,bhm->bhc", q_c, z)
+        out = divide(num, nonzero(den)[..., None])
         state = state + jnp.einsum("bhcm,bhcd->bhmd", k_c, v_c)
         z = z + jnp.sum(k_c, axis=2)
         return (state, z, m_run), out

@@ -8,8 +8,8 @@ drawn fresh from `rng` on every call. kernel='relu' uses φ(x) = relu(Wx) + 1e-3
 paper's generalized ReLU kernel), on the unscaled input (x = q or k, no D^¼) and without a 1/√M
 factor: a common factor of φ cancels in the ratio, except against the 1e-3, which is therefore
 relative to relu(Wx) itself. Stabilizer: each query's features are divided by their max (cancels
-per query), keys' by a stop-gradient max over the keys a query can see (global, or a running max
-across causal chunks), which cancels exactly in the ratio.
+per query), keys' by a stop-gradient max over the keys a query can see (global, or causal: each
+position's prefix max), which cancels exactly in the ratio.
 Attention itself runs through `kernelized` (shared with `linear`): O(N·M·Dv), causal chunked.
 """
 from __future__ import annotations
