@@ -342,18 +342,18 @@ def leaderboards(all_records, chance=None, metric=None) -> dict[str, list[dict]]
                                       chance=chance, metric=metric)
         for row in rows:
             point, rs = chosen[row["variant"]]
-            untuned = _untuned(records, row["variant"])
-            row.update(point=label(point) + untuned + _edge(records, row["variant"], point),
+            grid, tuning = _tuning([r for r in records if r["variant"] == row["variant"]])
+            untuned = _untuned(grid, tuning)
+            row.update(point=label(point) + untuned + _edge(tuning, point),
                        untuned=bool(untuned),
                        state_floats=state_floats(rs[0]["config"]), config=rs[0]["config"])
         out[sid] = rows
     return out
 
 
-def _untuned(records, variant) -> str:
-    """' (tuned k of n points)' while some grid point of the variant has no tuning record (the
-    records name their grid; older ones do not, and get no mark)."""
-    grid, tuning = _tuning([r for r in records if r["variant"] == variant])
+def _untuned(grid, tuning) -> str:
+    """' (tuned k of n points)' while some point of a variant's grid has no tuning record (`_tuning`'s
+    pair; the records name their grid; older ones do not, and get no mark)."""
     if not grid:
         return ""
     tuned = {json.dumps(r["point"], sort_keys=True) for r in tuning}
@@ -361,12 +361,12 @@ def _untuned(records, variant) -> str:
     return "" if done == len(grid) else f" (tuned {done} of {len(grid)} points)"
 
 
-def _edge(records, variant, point) -> str:
+def _edge(tuning, point) -> str:
     """' (the highest learning_rate tried)' and the like when the chosen point holds a numeric field
     at an end of the 3 or more values its tuning runs tried and scores strictly above every other
     tuning run: the variant's best may lie beyond the grid. Two values cannot place an optimum
-    inside them, and an exact tie (a solved task) is no evidence: both unmarked."""
-    _, tuning = _tuning([r for r in records if r["variant"] == variant])
+    inside them, and an exact tie (a solved task) is no evidence: both unmarked. `tuning`: the
+    variant's tuning records (`_tuning`)."""
     others = [score(r["results"]) for r in tuning if r["point"] != point]
     mine = [score(r["results"]) for r in tuning if r["point"] == point]
     if not others or not mine or not max(mine) > max(others):
