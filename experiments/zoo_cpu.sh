@@ -68,4 +68,6 @@ entry recall             configs/recall.py:main --config.train.num_steps=1200   
 entry copy               configs/copy.py:cpu                                           all
 LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          all
 entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
+# Every byte-LM variant chose the grid's top rate (1e-2), 3e-3 well behind: one rate above it for all.
+LRS=3e-3,1e-2,3e-2 entry bytelm configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
 python experiments/zoo_table.py --root "$RES"
