@@ -35,6 +35,8 @@ mkdir -p "$WORK"
 # pairs than linear attention held at L = 64), then the fixed-state ones at
 # d_model 128 (recovery), then every variant at the first cell and the other tasks.
 FIGURE=blockwise,local,linear,performer
+# The byte-LM cell's preset, one string: its leaderboard is keyed by the override text.
+BYTELM="configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16"
 FIXED=linear,performer
 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                    "$FIGURE"
 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       blockwise,linear,performer,local
@@ -57,7 +59,7 @@ LRS=3e-3,1e-2,3e-2 entry mqar-L64-N16-d64   configs/mqar.py:cpu,L64,d64 --config
 LRS=3e-3,1e-2,3e-2 entry mqar-L64-N16-d128  configs/mqar.py:cpu,L64,d128 --config.data.num_kv_pairs=16   linear
 LRS=3e-3,1e-2,3e-2 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8     linear
 LRS=3e-3,1e-2,3e-2 entry mqar-L64-N4-d64    configs/mqar.py:cpu,L64,d64                                   linear
-entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 blockwise
+entry bytelm $BYTELM blockwise
 entry copy               configs/copy.py:cpu                                           blockwise
 # ListOps: LRA's rsqrt schedule, whose base 0.05 and 0.15 peak at 3.5e-3 and 1.1e-2 (warmup 200).
 LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          blockwise
@@ -67,11 +69,11 @@ entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                           
 entry recall             configs/recall.py:main --config.train.num_steps=1200           all
 entry copy               configs/copy.py:cpu                                           all
 LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          all
-entry bytelm             configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
+entry bytelm $BYTELM all
 # Every byte-LM variant chose the grid's top rate (1e-2), 3e-3 well behind: one rate above it for all.
-LRS=3e-3,1e-2,3e-2 entry bytelm configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 all
+LRS=3e-3,1e-2,3e-2 entry bytelm $BYTELM all
 # linear, performer, reformer and bigbird chose 3e-2, the new top: one more rate for them (worse for the first three).
-LRS=3e-3,1e-2,3e-2,1e-1 entry bytelm configs/bytelm.py:cpu --config.model.num_layers=2 --config.train.num_steps=1000 --config.train.batch_size=16 linear,performer,reformer,bigbird
+LRS=3e-3,1e-2,3e-2,1e-1 entry bytelm $BYTELM linear,performer,reformer,bigbird
 # Then every variant at the next MQAR cells, N growing at L = 64.
 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       all
 python experiments/zoo_table.py --root "$RES"
