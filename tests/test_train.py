@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import jax
 import pytest
 
 from attn_zoo import attention, cli, configs, train
@@ -136,9 +137,11 @@ def test_eight_devices_match_one(data_dir, tmp_path):
     one = train.train_and_evaluate(
         tiny_config("local", data_dir, "--config.train.num_steps=3", "--config.train.eval_every=3",
                     "--config.train.checkpoint_every=3", options={"window": 3, "block": 8}), str(tmp_path / "one"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    # conftest's XLA flags (unoptimized LLVM: half the compile time) and compilation cache too
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     script = _MULTI.format(root=ROOT, data=data_dir, workdir=str(tmp_path / "eight"),
-                           cache=os.path.join(ROOT, ".jax_cache"))
+                           cache=jax.config.jax_compilation_cache_dir)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     eight = json.loads(proc.stdout.split("RESULT ")[1])
