@@ -72,7 +72,7 @@ LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                    
 entry bytelm $BYTELM all
 # Every byte-LM variant chose the grid's top rate (1e-2), 3e-3 well behind: one rate above it for all.
 LRS=3e-3,1e-2,3e-2 entry bytelm $BYTELM all
-# linear, performer, reformer and bigbird chose 3e-2, the new top: one more rate for them (worse for the first three).
+# linear, performer, reformer and bigbird chose 3e-2, the new top: one more rate for them (worse for all four).
 LRS=3e-3,1e-2,3e-2,1e-1 entry bytelm $BYTELM linear,performer,reformer,bigbird
 # Then every variant at the next MQAR cells, N growing at L = 64.
 entry mqar-L64-N8-d64    configs/mqar.py:cpu,L64,d64 --config.data.num_kv_pairs=8       all
