@@ -25,13 +25,11 @@ def user_errors() -> tuple:
     """The exception types that mean a mistake in the command's input, not a bug: `main` prints
     them as one line. KeyError: an unknown config field; TypeError: an attention option of the
     wrong type; FloatingPointError: a diverged loss; WorkdirLocked: another trainer's workdir;
-    CheckpointSaveError: a checkpoint the disk could not take (full, an I/O error); RunFailed: a
-    run of `compare --jobs` failed (its log's tail is printed above)."""
+    CheckpointSaveError: a checkpoint the disk could not take (full, an I/O error)."""
     from attn_zoo.train.checkpoint import CheckpointSaveError
-    from attn_zoo.train.jobs import RunFailed
     from attn_zoo.train.lock import WorkdirLocked
     return (FileNotFoundError, NotADirectoryError, KeyError, ValueError, TypeError, FloatingPointError,
-            WorkdirLocked, CheckpointSaveError, RunFailed)
+            WorkdirLocked, CheckpointSaveError)
 
 
 def _error(e: BaseException) -> int:
@@ -324,14 +322,11 @@ def _cmd_compare(sub):
     p.add_argument("--workdir", required=True)
     p.add_argument("--chance", type=float, default=None,
                    help="the task's chance or majority rate, in the leaderboard's metric")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs trained at once, each in its own process (small models use few cores "
-                        "each); 1: one after another in this process")
 
     def run(args):
         from attn_zoo.train import compare
         compare.compare(args.config, args.variants, parse_ints(args.seeds, "--seeds"),
-                        args.workdir, args.extra, chance=args.chance, jobs=args.jobs)
+                        args.workdir, args.extra, chance=args.chance)
 
     p.set_defaults(run=run, accepts_extra=True)
 

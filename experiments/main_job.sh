@@ -4,18 +4,16 @@
 # later positions, mostly beyond local's window of 8; 16 keys and 16 values, chance 1/16; 1 layer,
 # emb 64, batch 32, 800 steps), 3 seeds each. Prints the leaderboard (mean ± 95% t-interval, ties
 # with the best, chance) and writes $OUT/curves.png (validation accuracy per variant, mean and range
-# over seeds), $OUT/leaderboard.{md,csv} and $OUT/pareto.png. JOBS runs train at once, each in its
-# own process (2: one per core of the 2-core machine it is timed on; a run's log is beside its workdir).
+# over seeds), $OUT/leaderboard.{md,csv} and $OUT/pareto.png.
 #   bash experiments/main_job.sh          # rerunning reuses finished runs under $OUT
 set -euo pipefail
 OUT=${OUT:-runs/main}
 SEEDS=${SEEDS:-0,1,2}
-JOBS=${JOBS:-2}
 cd "$(dirname "$0")/.."
 mkdir -p "$(dirname "$OUT")"
 start=$(date +%s)
 attn-zoo compare --config configs/recall.py:main --variants blockwise,local,linear,performer \
-  --seeds "$SEEDS" --jobs "$JOBS" --workdir "$OUT" > "$OUT.log" 2>&1 || { tail -20 "$OUT.log"; exit 1; }
+  --seeds "$SEEDS" --workdir "$OUT" > "$OUT.log" 2>&1 || { tail -20 "$OUT.log"; exit 1; }
 cat "$OUT/leaderboard.md"
 echo
 echo "curves: $OUT/curves.png; log: $OUT.log; $(( $(date +%s) - start )) s"

@@ -1,14 +1,10 @@
 """compare/summarize: skip finished runs, aggregate seeds, write leaderboard and Pareto plot."""
 import json
 import os
-import signal
-import sys
-import threading
-import time
 
 import pytest
 
-from attn_zoo.train import compare, jobs
+from attn_zoo.train import compare
 
 CONFIG = "configs/listops.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,50 +199,3 @@ def test_ranking_metric_is_the_runs_own_and_mqar_ranks_by_accuracy():
     assert compare.pick_metric([{"test_bits_per_byte": 1.0, "test_bits_per_token": 1.0}]) == "test_bits_per_byte"
     # records written before results.json named its metric: MQAR (queries only) by accuracy
     assert compare.pick_metric([{"task": "mqar", "test_bits_per_byte": 0.1}]) == "test_accuracy"
-
-
-def test_jobs_train_each_run_in_its_own_process_as_one_process_would(tmp_path, monkeypatch):
-    """compare --jobs 2: a run trained in an `attn-zoo train` process is the run trained here."""
-    monkeypatch.chdir(ROOT)
-    over = [f"--config.data.dir={tmp_path / 'data'}", "--config.model.num_layers=1", "--config.train.num_steps=4",
-            "--config.train.eval_every=4", "--config.train.checkpoint_every=4"]
-    (in_process,) = compare.compare(CONFIG, "local", [1], str(tmp_path / "two"), over, jobs=2)
-    (here,) = compare.compare(CONFIG, "local", [1], str(tmp_path / "one"), over)
-    assert in_process["n"] == here["n"] == 1 and in_process["mean"] == here["mean"]
-    two = json.loads((tmp_path / "two" / "local" / "seed1" / "results.json").read_text())
-    one = json.loads((tmp_path / "one" / "local" / "seed1" / "results.json").read_text())
-    assert two["test_loss"] == one["test_loss"] and two["best_val_loss"] == one["best_val_loss"]
-    assert "test accuracy" in (tmp_path / "two" / "local" / "seed1.log").read_text()
-    with pytest.raises(ValueError, match="train_fn cannot be given"):
-        compare.compare(CONFIG, "local", [0], str(tmp_path / "x"), jobs=2, train_fn=lambda c, w: None)
-    with pytest.raises(ValueError, match="jobs=0"):
-        compare.compare(CONFIG, "local", [0], str(tmp_path / "x"), jobs=0)
-
-
-def test_a_failed_job_is_named_with_its_log_and_stops_the_others(tmp_path, capsys):
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    failing = [sys.executable, "-c", "import sys; print('no such field'); sys.exit(3)"]
-    start = time.monotonic()
-    with pytest.raises(jobs.RunFailed, match=r"bad: training exited with status 3; its log: .*bad\.log"):
-        jobs.run_all([("slow", sleeper, str(tmp_path / "slow.log")),
-                      ("bad", failing, str(tmp_path / "bad.log"))], jobs=2)
-    assert time.monotonic() - start < 30  # the sleeper was stopped, not waited for
-    assert "no such field" in capsys.readouterr().out
-
-
-def test_a_signal_reaches_every_running_job(tmp_path):
-    marker = tmp_path / "stopped"
-    child = [sys.executable, "-c", "import signal, sys, time\n"
-             f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), sys.exit(0)))\n"
-             "print('ready', flush=True); time.sleep(60)"]
-    log = tmp_path / "a.log"
-
-    def terminate_when_ready():
-        while "ready" not in (log.read_text() if log.exists() else ""):
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=terminate_when_ready, daemon=True).start()
-    with pytest.raises(SystemExit) as stopped:
-        jobs.run_all([("a", child, str(log))], jobs=2)
-    assert stopped.value.code == 143 and marker.exists()

@@ -19,7 +19,6 @@ import os
 import statistics
 
 from attn_zoo import attention, configs
-from attn_zoo.train import jobs as jobs_
 from attn_zoo.train.stats import t_interval
 
 LM_HEADS = ("lm",)
@@ -66,36 +65,25 @@ def check_variants(names) -> list[str]:
     return names
 
 
-def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None, chance=None, jobs=1):
+def compare(config_spec, variants, seeds, workdir, overrides=(), train_fn=None, chance=None):
     """Train every (variant, seed) not already finished, then summarize; returns the rows.
 
     Every run's config is loaded (and so checked) before any is trained: an unknown variant, a bad
-    seed or override fails at once, in one line, rather than after the runs before it. `jobs` > 1
-    trains that many runs at a time, each an `attn-zoo train` process (see `jobs.run_all`)."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs={jobs!r}: expected 1 or more runs at a time")
-    if jobs > 1 and train_fn is not None:
-        raise ValueError(f"jobs={jobs} trains in separate processes, so train_fn cannot be given; use jobs=1")
-    if train_fn is None and jobs == 1:
+    seed or override fails at once, in one line, rather than after the runs before it."""
+    if train_fn is None:
         from attn_zoo.train import train_and_evaluate as train_fn
     seeds = check_seeds(seeds)
     names = check_variants(select_variants(variants, config_spec, overrides)
                            if isinstance(variants, str) else variants)
     runs = [(name, seed, configs.load(variant_spec(config_spec, name), [*overrides, f"--config.train.seed={seed}"]))
             for name in names for seed in seeds]
-    processes = []
     for name, seed, config in runs:
         run_dir = os.path.join(workdir, name, f"seed{seed}")
         if os.path.exists(os.path.join(run_dir, "results.json")):
             print(f"{name} seed {seed}: finished, summarizing {run_dir}")
-        elif jobs > 1:
-            argv = jobs_.train_command(variant_spec(config_spec, name), run_dir,
-                                       [*overrides, f"--config.train.seed={seed}"], attention.plugins.loaded())
-            processes.append((f"{name} seed {seed}", argv, run_dir + ".log"))
-        else:
-            print(f"{name} seed {seed}: training in {run_dir}", flush=True)
-            stop_if_interrupted(train_fn(config, run_dir), "compare")
-    jobs_.run_all(processes, jobs)
+            continue
+        print(f"{name} seed {seed}: training in {run_dir}", flush=True)
+        stop_if_interrupted(train_fn(config, run_dir), "compare")
     return summarize([workdir], out=workdir, chance=chance)
 
 

@@ -64,7 +64,7 @@ def evaluate_split(eval_step, state, split, batch_size, mesh) -> dict:
 
 
 @contextlib.contextmanager
-def stop_on_signals():
+def _stop_on_signals():
     """Yields a dict whose 'signal' becomes the name of SIGINT/SIGTERM once one arrives."""
     received = {"signal": None}
     if threading.current_thread() is not threading.main_thread():
@@ -162,7 +162,7 @@ def _train_and_evaluate(config, workdir, stop_after_steps, t0, lead) -> dict:
     eval_step = jax.jit(steps.make_eval_step(graphdef, head), out_shardings=rep)
     step = int(jax.device_get(state["step"]))
     pending, train_time, timed_steps, last = [], 0.0, 0, step
-    with stop_on_signals() as stop:
+    with _stop_on_signals() as stop:
         while step < tc.num_steps:
             batch = data.train_batch(task.splits["train"], step, tc.batch_size, tc.seed)
             tick = time.time()
