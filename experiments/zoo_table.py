@@ -14,6 +14,7 @@ import argparse
 import csv
 import os
 import re
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -29,9 +30,10 @@ def entries(root):
 
 
 def build(root, out_stem):
-    sections, table, boards_all = [], [], {}
+    sections, table, boards_all, costs = [], [], {}, {}
     for name in entries(root):
         records = sweep.load_records(os.path.join(root, name, "records"))
+        costs[name] = run_cost(records)
         boards = sweep.leaderboards(records)
         for sid, rows in boards.items():
             boards_all[f"{name} {sid}"] = rows
@@ -64,7 +66,7 @@ def build(root, out_stem):
                 body = f.read()
             parts.append(body if extra.endswith(".md") else
                          "## Wall time per sweep call\n\n```\n" + body + "```\n")
-    parts.append(status(root, table))
+    parts.append(status(root, table, costs))
     if figure:
         parts.append(f"## MQAR: accuracy against decoding state\n\n"
                      f"![MQAR accuracy against state size]({os.path.relpath(figure, os.path.dirname(out_stem))})\n")
@@ -77,9 +79,21 @@ def build(root, out_stem):
 _ENTRY = re.compile(r"(?:\w+=\S+\s+)*entry\s+(\S+)")
 
 
-def status(root, table) -> str:
+def run_cost(records):
+    """(median wall seconds of a run, median runs per variant) over an entry's records."""
+    per_variant = {}
+    for r in records:
+        per_variant[r["variant"]] = per_variant.get(r["variant"], 0) + 1
+    walls = [r["results"]["wall_time_s"] for r in records if r["results"].get("wall_time_s")]
+    return (statistics.median(walls) if walls else None,
+            statistics.median(per_variant.values()) if per_variant else None)
+
+
+def status(root, table, costs=None) -> str:
     """What the suite has not run yet: zoo_cpu.sh's entries without records, and per entry the
-    registered variants that fit it (causal ones for MQAR and byte LM) without a result."""
+    registered variants that fit it (causal ones for MQAR and byte LM) without a result, with
+    what they would cost at the entry's median run (its records' wall times, each run on one
+    core of a loaded 2-core machine: lanes side by side)."""
     from attn_zoo import attention
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_cpu.sh")
     with open(script, encoding="utf-8") as f:
@@ -88,14 +102,24 @@ def status(root, table) -> str:
     done = {(r["entry"], r["variant"]) for r in table}
     lines = ["## Status: what has not run yet\n",
              "The suite is cumulative: `bash experiments/zoo_cpu.sh` runs what has no record.\n"]
+    total = 0.0
     for entry in planned:
         causal = entry.startswith(("mqar", "bytelm"))
         fits = [n for n in attention.names(builtin=True) if not causal or attention.get(n).supports_causal]
         missing = [n for n in fits if (entry, n) not in done]
+        wall, runs = (costs or {}).get(entry, (None, None))
+        cost = ""
+        if missing and wall:
+            hours = len(missing) * runs * wall / 3600
+            total += hours
+            cost = f" (~{hours:.1f} h: {runs:g} runs a variant at {wall / 60:.0f} min, the median run)"
         if len(missing) == len(fits):
             lines.append(f"- {entry}: not run")
         elif missing:
-            lines.append(f"- {entry}: not run for {', '.join(missing)}")
+            lines.append(f"- {entry}: not run for {', '.join(missing)}{cost}")
+    if total:
+        lines.append(f"\nIn all ~{total:.0f} run-hours where a median run is known (about half that in "
+                     f"wall time with two lanes).")
     return "\n".join(lines) + "\n"
 
 
