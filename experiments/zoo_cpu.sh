@@ -69,6 +69,9 @@ entry mqar-L256-N16-d64  configs/mqar.py:cpu,L256,d64                           
 entry recall             configs/recall.py:main --config.train.num_steps=1200           all
 entry copy               configs/copy.py:cpu                                           all
 LRS=0.05,0.15 entry listops configs/listops.py:small,shallow                          all
+# blockwise, linear and local chose the grid's top rate (0.15): one rate above it (worse for
+# blockwise and local; linear chose it, so its optimum may lie higher still).
+LRS=0.05,0.15,0.45 entry listops configs/listops.py:small,shallow                     blockwise,linear,local
 entry bytelm $BYTELM all
 # Every byte-LM variant chose the grid's top rate (1e-2), 3e-3 well behind: one rate above it for all.
 LRS=3e-3,1e-2,3e-2 entry bytelm $BYTELM all
