@@ -11,6 +11,7 @@ columns. The MQAR entries also make <root>/mqar_state.png (accuracy against deco
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import os
 import re
@@ -81,9 +82,7 @@ _ENTRY = re.compile(r"(?:\w+=\S+\s+)*entry\s+(\S+)")
 
 def run_cost(records):
     """(median wall seconds of a run, median runs per variant) over an entry's records."""
-    per_variant = {}
-    for r in records:
-        per_variant[r["variant"]] = per_variant.get(r["variant"], 0) + 1
+    per_variant = collections.Counter(r["variant"] for r in records)
     walls = [r["results"]["wall_time_s"] for r in records if r["results"].get("wall_time_s")]
     return (statistics.median(walls) if walls else None,
             statistics.median(per_variant.values()) if per_variant else None)
